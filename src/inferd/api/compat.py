@@ -1,0 +1,87 @@
+"""ES's HTTP conventions around every request, as one ASGI middleware.
+
+In order: decode the path the ES way, add the product and opaque-id headers to the response,
+authenticate (before routing, as ES 8 does), and check the request's media types.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inferd import ES_COMPAT_VERSION
+from inferd.api.errors import render_error, render_unexpected
+from inferd.api.media import check_body_content_type, check_compatibility
+from inferd.api.paths import request_uri, rewrite_scope_path
+from inferd.auth.authenticator import ANONYMOUS_SUPERUSER, Authenticator
+from inferd.core.deprecation import start_collecting
+from inferd.core.errors import InferdError
+
+PRINCIPAL = "inferd.principal"
+PRODUCT_HEADER = (b"x-elastic-product", b"Elasticsearch")
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.strip() not in (b"", b"0")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
+class EsHttpMiddleware:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator | None) -> None:
+        self.app = app
+        self.authenticator = authenticator  # None: security is off
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        opaque_id = next((v for k, v in scope["headers"] if k == b"x-opaque-id"), None)
+
+        warnings = start_collecting()
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                # ES leaves the product header off authentication and authorization failures.
+                if message["status"] not in (401, 403):
+                    headers.append(PRODUCT_HEADER)
+                if opaque_id is not None:
+                    headers.append((b"x-opaque-id", opaque_id))
+                headers.extend((b"warning", warning_header(w)) for w in warnings)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        request = Request(scope)
+        try:
+            rewrite_scope_path(scope)
+            scope[PRINCIPAL] = (
+                await self.authenticator.authenticate(request.headers.get("authorization"), request_uri(scope))
+                if self.authenticator
+                else ANONYMOUS_SUPERUSER
+            )
+            has_body = _has_body(scope)
+            check_compatibility(request.headers.get("accept"), request.headers.get("content-type"), has_body)
+            if has_body:
+                check_body_content_type(request.headers.get("content-type"))
+        except InferdError as exc:
+            await render_error(request, exc)(scope, receive, send_with_headers)
+            return
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            if started:
+                raise
+            await render_unexpected(request, exc)(scope, receive, send_with_headers)
+
+
+def warning_header(text: str) -> bytes:
+    """ES's deprecation header: 299 Elasticsearch-<version> "<text>" (quotes and backslashes escaped)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'299 Elasticsearch-{ES_COMPAT_VERSION}-inferd "{escaped}"'.encode()

@@ -1,0 +1,120 @@
+"""Media types as Elasticsearch negotiates them: compatible-with versions, body types, response type."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from inferd.core.errors import InferdError, SimpleError, StatusError
+
+CURRENT_MAJOR = 9
+MINIMUM_COMPATIBLE_MAJOR = 8
+
+# Types a form or a browser may send without a CORS preflight; ES refuses them as bodies.
+_SAFELISTED = {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+_JSON_TYPES = {
+    "application/json",
+    "application/vnd.elasticsearch+json",
+    "application/x-ndjson",
+    "application/vnd.elasticsearch+x-ndjson",
+}
+_TOKEN = re.compile(r"^[\w.+*-]+/[\w.+*-]+$")
+
+
+@dataclass(frozen=True)
+class MediaType:
+    raw: str
+    mime: str  # lower-case type/subtype
+    params: dict[str, str]
+
+    @property
+    def compatible_with(self) -> int | None:
+        value = self.params.get("compatible-with")
+        return int(value) if value is not None and value.isdigit() else None
+
+
+def parse_media_type(raw: str) -> MediaType | None:
+    """Parse one header value; None when it is not a media type at all."""
+    parts = [p.strip() for p in raw.split(";")]
+    mime = parts[0].lower()
+    if not _TOKEN.match(mime):
+        return None
+    params: dict[str, str] = {}
+    for p in parts[1:]:
+        if not p:
+            continue
+        key, sep, value = p.partition("=")
+        if not sep:
+            return None
+        params[key.strip().lower()] = value.strip().strip('"').lower()
+    return MediaType(raw=raw, mime=mime, params=params)
+
+
+class MediaTypeHeaderError(InferdError):
+    status = 400
+    es_type = "media_type_header_exception"
+
+
+def _first_accept(raw: str | None) -> MediaType | None:
+    if not raw:
+        return None
+    for part in raw.split(","):
+        parsed = parse_media_type(part)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def check_compatibility(accept: str | None, content_type: str | None, has_body: bool) -> None:
+    """ES's compatible-with rules; raise media_type_header_exception as ES does."""
+    accept_type = _first_accept(accept)
+    body_type = parse_media_type(content_type) if (content_type and has_body) else None
+    accept_v = accept_type.compatible_with if accept_type else None
+    body_v = body_type.compatible_with if body_type else None
+    problem = None
+    if accept_v is not None and not MINIMUM_COMPATIBLE_MAJOR <= accept_v <= CURRENT_MAJOR:
+        problem = (
+            f"Accept version must be either version {CURRENT_MAJOR} or {MINIMUM_COMPATIBLE_MAJOR}, "
+            f"but found {accept_v}. Accept={accept}"
+        )
+    elif has_body and body_v is not None and not MINIMUM_COMPATIBLE_MAJOR <= body_v <= CURRENT_MAJOR:
+        problem = (
+            f"Content-Type version must be either version {CURRENT_MAJOR} or {MINIMUM_COMPATIBLE_MAJOR}, "
+            f"but found {body_v}. Content-Type={content_type}"
+        )
+    elif has_body and accept_type is not None and (accept_v is None) != (body_v is None):
+        problem = (
+            "A compatible version is required on both Content-Type and Accept headers if either one has "
+            f"requested a compatible version. Accept={accept}, Content-Type={content_type}"
+        )
+    elif has_body and accept_v is not None and body_v is not None and accept_v != body_v:
+        problem = (
+            "A compatible version is required on both Content-Type and Accept headers if either one has "
+            "requested a compatible version and the compatible versions must match. "
+            f"Accept={accept}, Content-Type={content_type}"
+        )
+    if problem:
+        raise MediaTypeHeaderError(
+            "Invalid media-type value on headers [Accept, Content-Type]", caused_by=StatusError(problem)
+        )
+
+
+def check_body_content_type(content_type: str | None) -> None:
+    """A body must be declared as JSON (or a compatible JSON type); ES answers 406 otherwise."""
+    if content_type is None or not content_type.strip():
+        raise SimpleError("Content-Type header is missing", status=406)
+    parsed = parse_media_type(content_type)
+    if parsed is None or parsed.mime in _SAFELISTED or parsed.mime not in _JSON_TYPES:
+        raise SimpleError(f"Content-Type header [{content_type}] is not supported", status=406)
+
+
+def response_content_type(accept: str | None, content_type: str | None) -> str:
+    """Echo a requested compat type (Accept first, then Content-Type); plain JSON otherwise."""
+    for candidate in (_first_accept(accept), parse_media_type(content_type) if content_type else None):
+        if (
+            candidate is not None
+            and candidate.compatible_with is not None
+            and candidate.mime.startswith("application/vnd.elasticsearch+")
+        ):
+            return f"application/vnd.elasticsearch+json;compatible-with={candidate.compatible_with}"
+    return "application/json"

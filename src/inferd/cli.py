@@ -1,0 +1,94 @@
+"""The `inferd` command: serve, and admin commands that work on the data dir directly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from inferd.settings import ServerSettings, settings_markdown_table
+
+
+def _settings(**overrides: Any) -> ServerSettings:
+    return ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@click.group()
+@click.version_option(package_name="inferd")
+def main() -> None:
+    """inferd: a server for the Elasticsearch Inference API."""
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (INFERD_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (INFERD_PORT, default 9200).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data folder (INFERD_DATA_DIR, default ./data).")
+@click.option("--security/--no-security", default=None, help="Require authentication (INFERD_SECURITY, default on).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="Log level.")
+def serve(
+    host: str | None, port: int | None, data_dir: Path | None, security: bool | None, log_level: str | None
+) -> None:
+    """Start the HTTP server."""
+    import uvicorn
+
+    from inferd.app import build_app
+
+    settings = _settings(host=host, port=port, data_dir=data_dir, security=security, log_level=log_level)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.security:
+        logging.getLogger("inferd").warning("security is OFF: every request is served without authentication")
+    app = build_app(settings)
+    # uvicorn handles SIGTERM and SIGINT: it stops accepting, finishes in-flight requests, runs shutdown.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@main.command("config-docs")
+def config_docs() -> None:
+    """Print the configuration table (Markdown), generated from the settings declarations."""
+    click.echo(settings_markdown_table(), nl=False)
+
+
+@main.group()
+def users() -> None:
+    """Manage native users."""
+
+
+@users.command("reset-password")
+@click.argument("username")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data folder (INFERD_DATA_DIR).")
+@click.option("--password", "-p", help="The new password; generated and printed if not given.")
+def reset_password(username: str, data_dir: Path | None, password: str | None) -> None:
+    """Set a user's password directly in the registry (like elasticsearch-reset-password)."""
+    from inferd.app import open_store
+    from inferd.auth.passwords import generate_password, hash_password
+
+    settings = _settings(data_dir=data_dir)
+    store = open_store(settings)
+    new_password = password or generate_password()
+
+    async def run() -> bool:
+        try:
+            return await store.set_password_hash(username, hash_password(new_password))
+        finally:
+            await store.close()
+
+    if not asyncio.run(run()):
+        raise click.ClickException(f"user [{username}] does not exist")
+    if password is None:
+        click.echo(f"New password for [{username}]: {new_password}")
+    else:
+        click.echo(f"Password for [{username}] changed.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Endpoint lifecycle: create, read, update, delete and resolve, with Elasticsearch's rules.
+
+Knows the store and the service registry through their interfaces; knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from inferd.core.endpoint import EndpointConfig, EndpointSecrets, validate_inference_id
+from inferd.core.errors import AlreadyExists, InferdError, InferenceTimeout, NotFound, StatusError
+from inferd.core.java_format import java_map
+from inferd.core.tasks import TaskType
+from inferd.services.base import Endpoint, Service
+from inferd.services.registry import ServiceRegistry
+from inferd.store.base import EndpointStore
+
+ALL_IDS = ("_all", "*")
+UPDATABLE_BODY_KEYS = ("task_type", "service_settings", "task_settings")
+
+
+def default_timeout_s(task_type: TaskType) -> float:
+    """ES's task-dependent default for PUT and inference timeouts."""
+    return 120.0 if task_type in (TaskType.COMPLETION, TaskType.CHAT_COMPLETION) else 30.0
+
+
+def deadline(timeout_s: float) -> float | None:
+    """For asyncio.timeout: None when there is no limit (ES's -1)."""
+    return None if math.isinf(timeout_s) else timeout_s
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration as ES's TimeValue prints it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"
+
+
+def resolve_task_type(url_task: TaskType, body_task: Any) -> TaskType:
+    """ES's ServiceUtils.resolveTaskType for PUT and _update bodies."""
+    parsed_body: TaskType | None = None
+    if body_task is not None:
+        if not isinstance(body_task, str):
+            raise StatusError(f"Unknown task_type [{body_task}]")
+        parsed_body = TaskType.parse(body_task)
+        if parsed_body is TaskType.ANY:
+            raise StatusError("task_type [any] is not valid type for inference")
+    if url_task is TaskType.ANY and parsed_body is None:
+        raise StatusError("model is missing required setting [task_type]")
+    if parsed_body is None:
+        return url_task
+    if url_task is not TaskType.ANY and url_task is not parsed_body:
+        raise StatusError(
+            "Cannot resolve conflicting task_type parameter in the request URL "
+            f"[{url_task}] and the request body [{parsed_body}]"
+        )
+    return parsed_body
+
+
+def _task_mismatch(requested: TaskType, actual: TaskType) -> StatusError:
+    return StatusError(
+        f"Requested task type [{requested}] does not match the inference endpoint's task type [{actual}]"
+    )
+
+
+class EndpointManager:
+    def __init__(self, store: EndpointStore, services: ServiceRegistry) -> None:
+        self.store = store
+        self.services = services
+
+    # -- create ----------------------------------------------------------------------------
+
+    async def create(
+        self, inference_id: str, url_task: TaskType, body: dict[str, Any], timeout_s: float | None
+    ) -> EndpointConfig:
+        validate_inference_id(inference_id)
+        if self.services.default_endpoint(inference_id) is not None:
+            raise StatusError(
+                f"[{inference_id}] is a reserved inference ID. "
+                "Cannot create a new inference endpoint with a reserved ID."
+            )
+        task_type = resolve_task_type(url_task, body.get("task_type"))
+        service_name = body.get("service")
+        if service_name is None:
+            raise StatusError("Inference endpoint configuration is missing the [service] setting")
+        service = self.services.get(service_name) if isinstance(service_name, str) else None
+        if service is None:
+            raise StatusError(f"Unknown service [{service_name}]")
+        config, secrets = service.parse_request(inference_id, task_type, body)
+        # Fail fast on a taken id before any slow validation or deployment; the store's
+        # create-only insert still settles races.
+        if await self.store.get(inference_id) is not None:
+            raise AlreadyExists(f"Inference endpoint [{inference_id}] already exists")
+        timeout = default_timeout_s(task_type) if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(deadline(timeout)):
+                endpoint = await service.on_create(service.parse_stored(config, secrets), timeout)
+        except TimeoutError:
+            raise InferenceTimeout(
+                f"Timed out after [{format_seconds(timeout)}] creating inference endpoint [{inference_id}]"
+            ) from None
+        try:
+            await self.store.create(endpoint.config, secrets)
+        except InferdError:
+            await service.on_delete(endpoint.config)
+            raise
+        return endpoint.config
+
+    # -- read ------------------------------------------------------------------------------
+
+    async def get(self, inference_id: str, task_type: TaskType) -> list[EndpointConfig]:
+        if inference_id in ALL_IDS:
+            wanted = None if task_type is TaskType.ANY else task_type
+            found = await self.store.list(wanted)
+            defaults = [d for d in self.services.default_endpoints() if wanted in (None, d.task_type)]
+            return sorted([*found, *defaults], key=lambda c: c.inference_id)
+        config = await self.find(inference_id)
+        if task_type is not TaskType.ANY and config.task_type is not task_type:
+            raise _task_mismatch(task_type, config.task_type)
+        return [config]
+
+    async def find(self, inference_id: str) -> EndpointConfig:
+        config = self.services.default_endpoint(inference_id) or await self.store.get(inference_id)
+        if config is None:
+            raise NotFound(f"Inference endpoint not found [{inference_id}]")
+        return config
+
+    async def resolve(self, inference_id: str) -> tuple[Service, Endpoint]:
+        """The endpoint with its secrets, parsed by its service, for inference."""
+        default = self.services.default_endpoint(inference_id)
+        if default is not None:
+            config, secrets = default, EndpointSecrets()
+        else:
+            found = await self.store.get_with_secrets(inference_id)
+            if found is None:
+                raise NotFound(f"Inference endpoint not found [{inference_id}]")
+            config, secrets = found
+        service = self.services.get(config.service)
+        if service is None:
+            raise StatusError(f"Unknown service [{config.service}] for model [{inference_id}]")
+        return service, service.parse_stored(config, secrets)
+
+    # -- delete ----------------------------------------------------------------------------
+
+    async def delete(self, inference_id: str, task_type: TaskType, *, dry_run: bool, force: bool) -> dict[str, Any]:
+        config = await self.find(inference_id)
+        if task_type is not TaskType.ANY and config.task_type is not task_type:
+            raise _task_mismatch(task_type, config.task_type)
+        if dry_run:
+            # Nothing in inferd references endpoints (no pipelines or mappings), so nothing blocks a delete.
+            return {"acknowledged": False, "pipelines": [], "indexes": [], "error_message": ""}
+        is_default = self.services.default_endpoint(inference_id) is not None
+        if is_default and not force:
+            raise StatusError(
+                f"[{inference_id}] is a reserved inference endpoint. "
+                "Use the force=true query parameter to delete the inference endpoint."
+            )
+        service = self.services.get(config.service)
+        if service is None and not force:
+            raise NotFound(f"No service found for this inference endpoint {inference_id}")
+        if not is_default:
+            await self.store.delete(inference_id)
+        if service is not None:
+            await service.on_delete(config)
+        return {"acknowledged": True, "pipelines": [], "indexes": []}
+
+    # -- update ----------------------------------------------------------------------------
+
+    async def update(self, inference_id: str, url_task: TaskType, body: dict[str, Any]) -> EndpointConfig:
+        validate_inference_id(inference_id)
+        service_patch, task_patch, body_task = _parse_update_body(body)
+        task_type = resolve_task_type(url_task, body_task) if body_task or url_task is not TaskType.ANY else None
+        found = await self.store.get_with_secrets(inference_id)
+        if found is None:
+            raise NotFound(f"The inference endpoint [{inference_id}] does not exist and cannot be updated")
+        config, secrets = found
+        service = self.services.get(config.service)
+        if service is None:
+            raise InferdError(f"Service [{config.service}] not found")
+        if task_type is not None and task_type is not config.task_type:
+            raise StatusError("Task type must match the task type of the existing endpoint")
+        new_config, new_secrets = service.apply_update(config, secrets, service_patch, task_patch)
+        await service.on_update(service.parse_stored(config, secrets), service.parse_stored(new_config, new_secrets))
+        await self.store.replace(new_config, new_secrets)
+        return new_config
+
+
+def _parse_update_body(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    if not body:
+        raise StatusError("Request body is empty")
+    rest = dict(body)
+    body_task = rest.pop("task_type", None)
+    if body_task is not None and not isinstance(body_task, str):
+        raise StatusError(f"Failed to parse [task_type] in update request [{java_map(body)}]")
+    service_settings = rest.pop("service_settings", None)
+    if service_settings is not None and not isinstance(service_settings, dict):
+        raise StatusError(f"Unable to parse service settings in the request [{java_map(rest)}]")
+    task_settings = rest.pop("task_settings", None)
+    if task_settings is not None and not isinstance(task_settings, dict):
+        raise StatusError(f"Unable to parse task settings in the request [{java_map(rest)}]")
+    if rest:
+        raise StatusError(
+            f"Request contained fields which cannot be updated, remove these fields and try again [{java_map(rest)}]"
+        )
+    return service_settings or {}, task_settings or {}, body_task

@@ -1,0 +1,94 @@
+"""Server settings: the only place that reads the environment.
+
+Every option is declared once here. The declaration drives validation, defaults, the `serve`
+command's help and the configuration table in the README (`inferd config-docs`).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="forbid", frozen=True)
+
+    host: Annotated[str, Field(description="Address to listen on.")] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535, description="Port to listen on (0 picks a free one).")] = 9200
+    data_dir: Annotated[
+        Path,
+        Field(description="Folder for the registry database, the secrets key and model files; created if missing."),
+    ] = Path("./data")
+    security: Annotated[
+        bool,
+        Field(description="Require authentication (Basic) on every request. Turn off only for local experiments."),
+    ] = True
+    elastic_password: Annotated[
+        SecretStr | None,
+        Field(
+            validation_alias=AliasChoices("ELASTIC_PASSWORD", "INFERD_ELASTIC_PASSWORD"),
+            description=(
+                "Password of the built-in `elastic` superuser, used only on the first start "
+                "(env `ELASTIC_PASSWORD`). If unset, one is generated and printed once."
+            ),
+        ),
+    ] = None
+    secrets_key: Annotated[
+        SecretStr | None,
+        Field(
+            description=(
+                "Fernet key(s) encrypting endpoint secrets at rest, comma-separated, newest first "
+                "(older keys still decrypt, for rotation). If unset, a key file is created in the data dir."
+            ),
+        ),
+    ] = None
+    node_name: Annotated[str, Field(description="Node name reported by `GET /`.")] = socket.gethostname()
+    cluster_name: Annotated[str, Field(description="Cluster name reported by `GET /`.")] = "inferd"
+    max_content_length: Annotated[
+        int, Field(gt=0, description="Largest request body accepted, in bytes (ES `http.max_content_length`).")
+    ] = 100 * 1024 * 1024
+    log_level: Annotated[LogLevel, Field(description="Log level.")] = "info"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "inferd.db"
+
+    @property
+    def secrets_key_path(self) -> Path:
+        return self.data_dir / "secrets.key"
+
+
+def settings_markdown_table() -> str:
+    """The configuration table of the README, generated from the declarations above."""
+    rows = ["| Environment variable | `serve` flag | Default | Description |", "|---|---|---|---|"]
+    for name, field in ServerSettings.model_fields.items():
+        alias = field.validation_alias
+        env = (
+            " / ".join(f"`{a}`" for a in alias.choices if isinstance(a, str))
+            if isinstance(alias, AliasChoices)
+            else f"`INFERD_{name.upper()}`"
+        )
+        flag = f"`--{name.replace('_', '-')}`" if name in SERVE_FLAGS else ""
+        if name == "security":
+            flag = "`--no-security`"
+        default = field.get_default()
+        if name == "node_name":
+            shown = "host name"
+        elif default is None:
+            shown = ""
+        elif isinstance(default, Path):
+            shown = f"`./{default}`"
+        else:
+            shown = f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        rows.append(f"| {env} | {flag} | {shown} | {field.description or ''} |")
+    return "\n".join(rows) + "\n"
+
+
+# Settings the `serve` command also takes as flags.
+SERVE_FLAGS = ("host", "port", "data_dir", "security", "log_level")
