@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
+import uvicorn
 
 from inferd.settings import ServerSettings, settings_markdown_table
 
@@ -32,8 +34,6 @@ def serve(
     host: str | None, port: int | None, data_dir: Path | None, security: bool | None, log_level: str | None
 ) -> None:
     """Start the HTTP server."""
-    import uvicorn
-
     from inferd.app import build_app
 
     settings = _settings(host=host, port=port, data_dir=data_dir, security=security, log_level=log_level)
@@ -41,8 +41,7 @@ def serve(
     if not settings.security:
         logging.getLogger("inferd").warning("security is OFF: every request is served without authentication")
     app = build_app(settings)
-    # uvicorn handles SIGTERM and SIGINT: it stops accepting, finishes in-flight requests, runs shutdown.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -50,6 +49,21 @@ def serve(
         access_log=False,
         server_header=False,
     )
+    _GracefulServer(config).run()
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn's server, ending with status 0 after a graceful shutdown on SIGTERM or SIGINT.
+
+    uvicorn stops accepting, finishes in-flight requests and runs the shutdown, then re-raises the
+    signal so that the process dies by it, which a supervisor reads as a crash.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
 
 
 @main.command("config-docs")

@@ -27,7 +27,7 @@ from inferd.core.results import (
 )
 from inferd.core.tasks import TaskType
 from inferd.services.base import Endpoint, Service
-from inferd.services.schema import EmptySettings, SettingsModel
+from inferd.services.schema import EmptySettings, Integer, SettingsModel
 
 WORD = re.compile(r"\w+")
 
@@ -39,7 +39,7 @@ class RateLimit(SettingsModel):
 class SampleServiceSettings(SettingsModel):
     model: Annotated[str, Field(min_length=1, description="The model to call.", title="Model")]
     dimensions: Annotated[
-        int, Field(gt=0, description="Embedding size.", title="Dimensions", json_schema_extra={"updatable": True})
+        Integer, Field(gt=0, description="Embedding size.", title="Dimensions", json_schema_extra={"updatable": True})
     ] = 8
     similarity: Annotated[
         Literal["cosine", "dot_product", "l2_norm"] | None, Field(description="Similarity.", title="Similarity")

@@ -107,7 +107,8 @@ class SubprocessServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"inferd exited early: {self.proc.stdout.read() if self.proc.stdout else ''}")
+                self.kill()
+                raise RuntimeError(f"inferd exited early: {self.output}")
             try:
                 httpx.get(running.url + "/", timeout=1)
                 return running
@@ -119,7 +120,9 @@ class SubprocessServer:
         assert self.proc is not None
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout=30)
-        self.output += self.proc.stdout.read() if self.proc.stdout else ""
+        if self.proc.stdout is not None:
+            self.output += self.proc.stdout.read()
+            self.proc.stdout.close()
         return code
 
     def stop(self) -> None:

@@ -62,9 +62,8 @@ def parse_json(raw: bytes) -> Any:
         ) from None
 
 
-async def read_json_object(request: Request, max_bytes: int, *, parser: str | None = None) -> dict[str, Any]:
+def json_object(raw: bytes, *, parser: str | None = None) -> dict[str, Any]:
     """The body as a JSON object. `parser` names ES's object parser in "Expected START_OBJECT" errors."""
-    raw = await read_raw_body(request, max_bytes)
     if not raw.strip():
         raise ParseError("request body is required")
     body = parse_json(raw)
@@ -74,11 +73,5 @@ async def read_json_object(request: Request, max_bytes: int, *, parser: str | No
     return body
 
 
-async def read_optional_json_object(request: Request, max_bytes: int) -> dict[str, Any] | None:
-    raw = await read_raw_body(request, max_bytes)
-    if not raw.strip():
-        return None
-    body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise XContentParseError(f"[1:1] Expected START_OBJECT but was: {_json_type_name(body)}")
-    return body
+async def read_json_object(request: Request, max_bytes: int, *, parser: str | None = None) -> dict[str, Any]:
+    return json_object(await read_raw_body(request, max_bytes), parser=parser)

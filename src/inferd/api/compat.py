@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferd import ES_COMPAT_VERSION
 from inferd.api.errors import render_error, render_unexpected
-from inferd.api.media import check_body_content_type, check_compatibility
+from inferd.api.media import MediaTypeHeaderError, check_body_content_type, check_compatibility
 from inferd.api.paths import request_uri, rewrite_scope_path
 from inferd.auth.authenticator import ANONYMOUS_SUPERUSER, Authenticator
 from inferd.core.deprecation import start_collecting
@@ -71,6 +71,10 @@ class EsHttpMiddleware:
             if has_body:
                 check_body_content_type(request.headers.get("content-type"))
         except InferdError as exc:
+            if isinstance(exc, MediaTypeHeaderError):
+                # ES strips the refused headers before it answers, so the error is plain JSON.
+                scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in (b"accept", b"content-type")]
+                request = Request(scope)
             await render_error(request, exc)(scope, receive, send_with_headers)
             return
         try:

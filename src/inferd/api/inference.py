@@ -11,15 +11,15 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from inferd.api.body import parse_json, read_raw_body
+from inferd.api.body import json_object, read_raw_body
 from inferd.api.deps import app_state, require
 from inferd.api.errors import error_body
 from inferd.api.params import check_params, parse_time_value, time_param
 from inferd.api.render import json_response
 from inferd.auth.privileges import Action
 from inferd.core.chat import parse_chat_request, unified_error
-from inferd.core.errors import InferdError, ParseError, XContentParseError
-from inferd.core.inference import InferenceRequest, parse_inference_body
+from inferd.core.errors import InferdError, ParseError
+from inferd.core.inference import PARSER_NAME, InferenceRequest, parse_inference_body
 from inferd.core.tasks import TaskType
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ router = APIRouter()
 ID = "{inference_id:seg}"
 TASK = "{task_type:seg}"
 BOM = "\ufeff".encode()
-SSE_MEDIA_TYPE = "text/event-stream"
+# Set as a header, not a media type: Starlette would add "; charset=utf-8", which ES does not send.
+SSE_HEADERS = {"content-type": "text/event-stream"}
 
 
 def sse_event(event: str, data: bytes) -> bytes:
@@ -41,12 +42,7 @@ DONE_EVENT = sse_event("message", b"[DONE]")
 
 async def _read_body(request: Request) -> tuple[dict[str, Any], bytes]:
     raw = await read_raw_body(request, app_state(request).settings.max_content_length)
-    if not raw.strip():
-        raise ParseError("request body is required")
-    body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise XContentParseError("[1:1] Expected START_OBJECT but was: START_ARRAY")
-    return body, raw
+    return json_object(raw, parser=PARSER_NAME), raw
 
 
 async def _parse(request: Request, task_type: str | None) -> tuple[TaskType, InferenceRequest, float | None]:
@@ -90,36 +86,39 @@ async def _sse_response(
             if aclose is not None:
                 await aclose()
 
-    return StreamingResponse(body(), media_type=SSE_MEDIA_TYPE)
+    return StreamingResponse(body(), headers=SSE_HEADERS)
 
 
 def _sse_error_response(exc: InferdError, render_error: Callable[[InferdError], dict[str, Any]]) -> Response:
-    return Response(
-        sse_event("error", orjson.dumps(render_error(exc))), status_code=exc.status, media_type=SSE_MEDIA_TYPE
-    )
+    return Response(sse_event("error", orjson.dumps(render_error(exc))), status_code=exc.status, headers=SSE_HEADERS)
 
 
 async def _stream(request: Request, task_type: str | None, inference_id: str) -> Response:
+    # What ES's REST handler checks itself answers as plain JSON; everything after (the body's fields,
+    # the endpoint) is checked by the transport action, whose failures reach the client as SSE error events.
     check_params(request, ("timeout",))
     url_task = TaskType.parse(task_type) if task_type is not None else TaskType.ANY
+    raw = await read_raw_body(request, app_state(request).settings.max_content_length)
+    if not raw.strip():
+        raise ParseError("request body is required")
+    time_param(request, default=None)
     dispatcher = app_state(request).dispatcher
-    body, raw = await _read_body(request)
+    is_chat = url_task is TaskType.CHAT_COMPLETION or (
+        url_task is TaskType.ANY and await _is_chat_endpoint(request, inference_id)
+    )
+    render_failure = unified_error if is_chat else error_body
     try:
-        if url_task is TaskType.CHAT_COMPLETION or (
-            url_task is TaskType.ANY and await _is_chat_endpoint(request, inference_id)
-        ):
-            chat = parse_chat_request(body)
-            service, endpoint = await dispatcher.resolve_chat(inference_id)
-            return await _sse_response(service.stream_chat(endpoint, chat.model_dump(exclude_none=True)), unified_error)
-        time_param(request, default=None)
-        parsed = parse_inference_body(body, url_task, raw=raw, parse_timeout=parse_time_value)
-        chunks = await dispatcher.stream(inference_id, url_task, parsed)
-    except (ParseError, XContentParseError):
-        raise  # a malformed request is an ordinary JSON error, as in ES
+        if is_chat:
+            chat = parse_chat_request(json_object(raw), raw)
+            service, endpoint = await dispatcher.resolve_chat(inference_id, url_task)
+            chunks = service.stream_chat(endpoint, chat.model_dump(exclude_none=True))
+        else:
+            body = json_object(raw, parser=PARSER_NAME)
+            parsed = parse_inference_body(body, url_task, raw=raw, parse_timeout=parse_time_value)
+            chunks = await dispatcher.stream(inference_id, url_task, parsed)
     except InferdError as exc:
-        is_chat = url_task is TaskType.CHAT_COMPLETION
-        return _sse_error_response(exc, unified_error if is_chat else error_body)
-    return await _sse_response(chunks, error_body)
+        return _sse_error_response(exc, render_failure)
+    return await _sse_response(chunks, render_failure)
 
 
 async def _is_chat_endpoint(request: Request, inference_id: str) -> bool:

@@ -66,32 +66,36 @@ def _first_accept(raw: str | None) -> MediaType | None:
 
 
 def check_compatibility(accept: str | None, content_type: str | None, has_body: bool) -> None:
-    """ES's compatible-with rules; raise media_type_header_exception as ES does."""
+    """ES's compatible-with rules (RestCompatibleVersionHelper); an unversioned header counts as current."""
     accept_type = _first_accept(accept)
-    body_type = parse_media_type(content_type) if (content_type and has_body) else None
-    accept_v = accept_type.compatible_with if accept_type else None
-    body_v = body_type.compatible_with if body_type else None
+    body_type = parse_media_type(content_type) if content_type else None
+    accept_declared = accept_type.compatible_with if accept_type else None
+    body_declared = body_type.compatible_with if body_type else None
+    accept_v = CURRENT_MAJOR if accept_declared is None else accept_declared
+    body_v = CURRENT_MAJOR if body_declared is None else body_declared
+    shown_accept = "null" if accept is None else accept
+    shown_body = "null" if content_type is None else content_type
     problem = None
-    if accept_v is not None and not MINIMUM_COMPATIBLE_MAJOR <= accept_v <= CURRENT_MAJOR:
+    if not MINIMUM_COMPATIBLE_MAJOR <= accept_v <= CURRENT_MAJOR:
         problem = (
             f"Accept version must be either version {CURRENT_MAJOR} or {MINIMUM_COMPATIBLE_MAJOR}, "
-            f"but found {accept_v}. Accept={accept}"
+            f"but found {accept_v}. Accept={shown_accept}"
         )
-    elif has_body and body_v is not None and not MINIMUM_COMPATIBLE_MAJOR <= body_v <= CURRENT_MAJOR:
+    elif has_body and not MINIMUM_COMPATIBLE_MAJOR <= body_v <= CURRENT_MAJOR:
         problem = (
             f"Content-Type version must be either version {CURRENT_MAJOR} or {MINIMUM_COMPATIBLE_MAJOR}, "
-            f"but found {body_v}. Content-Type={content_type}"
+            f"but found {body_v}. Content-Type={shown_body}"
         )
-    elif has_body and accept_type is not None and (accept_v is None) != (body_v is None):
-        problem = (
-            "A compatible version is required on both Content-Type and Accept headers if either one has "
-            f"requested a compatible version. Accept={accept}, Content-Type={content_type}"
-        )
-    elif has_body and accept_v is not None and body_v is not None and accept_v != body_v:
+    elif has_body and accept_v != body_v:
         problem = (
             "A compatible version is required on both Content-Type and Accept headers if either one has "
             "requested a compatible version and the compatible versions must match. "
-            f"Accept={accept}, Content-Type={content_type}"
+            f"Accept={shown_accept}, Content-Type={shown_body}"
+        )
+    elif has_body and (accept_declared is None) != (body_declared is None):
+        problem = (
+            "A compatible version is required on both Content-Type and Accept headers if either one has "
+            f"requested a compatible version. Accept={shown_accept}, Content-Type={shown_body}"
         )
     if problem:
         raise MediaTypeHeaderError(

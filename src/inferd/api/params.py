@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from starlette.requests import Request
 
 from inferd.api.paths import decoded_path
-from inferd.core.errors import IllegalArgument
+from inferd.core.errors import IllegalArgument, InferdError
 from inferd.core.suggest import did_you_mean
 
 # Accepted on every route (ES's response parameters plus error_trace).
@@ -54,11 +54,15 @@ def parse_time_value(name: str, raw: str) -> float:
     try:
         amount = int(number)
     except ValueError:
+        # ES passes Java's NumberFormatException on as the cause.
+        cause = InferdError(f'For input string: "{number}"', status=400, es_type="number_format_exception")
         try:
             float(number)
         except ValueError:
-            raise IllegalArgument(f"failed to parse [{raw}]") from None
-        raise IllegalArgument(f"failed to parse [{raw}], fractional time values are not supported") from None
+            raise IllegalArgument(f"failed to parse [{raw}]", caused_by=cause) from None
+        raise IllegalArgument(
+            f"failed to parse [{raw}], fractional time values are not supported", caused_by=cause
+        ) from None
     if amount < 0:
         raise IllegalArgument(
             f"failed to parse setting [{name}] with value [{raw}] as a time value: negative durations are not supported"

@@ -8,9 +8,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from inferd.core.errors import InferdError, XContentParseError
+from inferd.core.errors import IllegalArgument, InferdError, XContentParseError
+from inferd.core.json_locations import KeyLocator
+from inferd.core.suggest import did_you_mean
 
-PARSER_NAME = "chat_completion_request"
+PARSER_NAME = "UnifiedCompletionRequest"
 
 
 class _Strict(BaseModel):
@@ -77,19 +79,25 @@ class ChatCompletionRequest(_Strict):
     reasoning: dict[str, Any] | None = None
 
 
-def parse_chat_request(body: dict[str, Any]) -> ChatCompletionRequest:
+def parse_chat_request(body: dict[str, Any], raw: bytes | str = b"") -> ChatCompletionRequest:
+    """ES's UnifiedCompletionRequest parser: required fields, unknown fields and types, with its messages."""
+    locate = KeyLocator(raw)
+    for name in body:
+        if name not in ChatCompletionRequest.model_fields:
+            suggestion = did_you_mean(name, ChatCompletionRequest.model_fields, arrow=False)
+            raise XContentParseError(f"{locate.key(name)} [{PARSER_NAME}] unknown field [{name}]{suggestion}")
+    if body.get("messages") is None:
+        raise IllegalArgument("Required [messages]")
     try:
         return ChatCompletionRequest.model_validate(body)
     except PydanticValidationError as exc:
         err = exc.errors()[0]
+        top = str(err["loc"][0]) if err["loc"] else "messages"
         where = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            reason = f"unknown field [{where}]"
-        elif err["type"] == "missing":
-            reason = f"Required [{where}]"
-        else:
-            reason = f"failed to parse field [{where}]: {err['msg']}"
-        raise XContentParseError(f"[1:1] [{PARSER_NAME}] {reason}") from None
+        raise XContentParseError(
+            f"{locate.value(top)} [{PARSER_NAME}] failed to parse field [{top}]",
+            caused_by=IllegalArgument(f"[{where}] {err['msg']}"),
+        ) from None
 
 
 def unified_error(exc: InferdError) -> dict[str, Any]:

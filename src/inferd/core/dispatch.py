@@ -40,9 +40,10 @@ class Dispatcher:
     async def _prepare(
         self, inference_id: str, url_task: TaskType, request: InferenceRequest
     ) -> tuple[Service, Endpoint]:
-        service, endpoint = await self.endpoints.resolve(inference_id)
-        if url_task is not TaskType.ANY and url_task is not endpoint.task_type:
-            raise _incompatible(url_task, endpoint.task_type)
+        resolved = await self.endpoints.resolve(inference_id)
+        if url_task is not TaskType.ANY and url_task is not resolved.config.task_type:
+            raise _incompatible(url_task, resolved.config.task_type)
+        service, endpoint = resolved.service, resolved.parse()
         if url_task is TaskType.ANY:
             # The URL did not name a task, so the request could only be checked loosely before.
             problem = first_problem(
@@ -81,12 +82,16 @@ class Dispatcher:
         check_streaming(service, endpoint.task_type)
         return _completion_chunks(service.stream_completion(endpoint, request))
 
-    async def resolve_chat(self, inference_id: str) -> tuple[Service, Endpoint]:
-        service, endpoint = await self.endpoints.resolve(inference_id)
-        if endpoint.task_type is not TaskType.CHAT_COMPLETION:
-            raise _incompatible(TaskType.CHAT_COMPLETION, endpoint.task_type)
-        check_streaming(service, endpoint.task_type)
-        return service, endpoint
+    async def resolve_chat(self, inference_id: str, url_task: TaskType) -> tuple[Service, Endpoint]:
+        resolved = await self.endpoints.resolve(inference_id)
+        service = resolved.service
+        if resolved.config.task_type is not TaskType.CHAT_COMPLETION:
+            raise StatusError(
+                f"Incompatible task_type for unified API, the requested type [{url_task}] "
+                f"must be one of [{TaskType.CHAT_COMPLETION}]"
+            )
+        check_streaming(service, TaskType.CHAT_COMPLETION)
+        return service, resolved.parse()
 
 
 def _effective_timeout(task_type: TaskType, timeout_s: float | None) -> float:

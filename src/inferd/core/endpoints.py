@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from inferd.core.endpoint import EndpointConfig, EndpointSecrets, validate_inference_id
@@ -18,6 +19,18 @@ from inferd.services.registry import ServiceRegistry
 from inferd.store.base import EndpointStore
 
 ALL_IDS = ("_all", "*")
+
+
+@dataclass(frozen=True)
+class ResolvedEndpoint:
+    service: Service
+    config: EndpointConfig
+    secrets: EndpointSecrets | None
+
+    def parse(self) -> Endpoint:
+        return self.service.parse_stored(self.config, self.secrets)
+
+
 UPDATABLE_BODY_KEYS = ("task_type", "service_settings", "task_settings")
 
 
@@ -128,11 +141,13 @@ class EndpointManager:
             raise NotFound(f"Inference endpoint not found [{inference_id}]")
         return config
 
-    async def resolve(self, inference_id: str) -> tuple[Service, Endpoint]:
-        """The endpoint with its secrets, parsed by its service, for inference."""
+    async def resolve(self, inference_id: str) -> ResolvedEndpoint:
+        """The endpoint, its secrets and its service, for inference; parsing is left to the caller,
+        so task-type checks on the stored config come first."""
         default = self.services.default_endpoint(inference_id)
+        secrets: EndpointSecrets | None = None  # preconfigured endpoints have none
         if default is not None:
-            config, secrets = default, EndpointSecrets()
+            config = default
         else:
             found = await self.store.get_with_secrets(inference_id)
             if found is None:
@@ -141,7 +156,7 @@ class EndpointManager:
         service = self.services.get(config.service)
         if service is None:
             raise StatusError(f"Unknown service [{config.service}] for model [{inference_id}]")
-        return service, service.parse_stored(config, secrets)
+        return ResolvedEndpoint(service, config, secrets)
 
     # -- delete ----------------------------------------------------------------------------
 
@@ -195,12 +210,14 @@ def _parse_update_body(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     body_task = rest.pop("task_type", None)
     if body_task is not None and not isinstance(body_task, str):
         raise StatusError(f"Failed to parse [task_type] in update request [{java_map(body)}]")
-    service_settings = rest.pop("service_settings", None)
+    service_settings = rest.get("service_settings")
     if service_settings is not None and not isinstance(service_settings, dict):
         raise StatusError(f"Unable to parse service settings in the request [{java_map(rest)}]")
-    task_settings = rest.pop("task_settings", None)
+    rest.pop("service_settings", None)
+    task_settings = rest.get("task_settings")
     if task_settings is not None and not isinstance(task_settings, dict):
         raise StatusError(f"Unable to parse task settings in the request [{java_map(rest)}]")
+    rest.pop("task_settings", None)
     if rest:
         raise StatusError(
             f"Request contained fields which cannot be updated, remove these fields and try again [{java_map(rest)}]"

@@ -151,4 +151,4 @@ class EngineError(InferdError):
 
 class InferenceTimeout(InferdError):
     status = 408
-    es_type = "elasticsearch_timeout_exception"
+    es_type = "status_exception"

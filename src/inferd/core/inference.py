@@ -66,16 +66,21 @@ class _Parser:
             caused_by=IllegalArgument(cause),
         )
 
-    def string(self, name: str) -> str | None:
+    def value_of(self, name: str) -> Any:
+        """The field's value; an explicit null is refused, as ES's object parser does."""
         value = self.body.get(name)
-        if value is None:
-            return None
-        if isinstance(value, list | dict):
+        if value is None and name in self.body:
             raise self.type_error(name)
-        return _scalar_text(value)
+        return value
+
+    def string(self, name: str) -> str | None:
+        value = self.value_of(name)
+        if value is None or isinstance(value, str):
+            return value
+        raise self.type_error(name)
 
     def string_array(self, name: str) -> list[str] | None:
-        value = self.body.get(name)
+        value = self.value_of(name)
         if value is None:
             return None
         if isinstance(value, str):
@@ -91,7 +96,7 @@ class _Parser:
         return out
 
     def boolean(self, name: str) -> bool | None:
-        value = self.body.get(name)
+        value = self.value_of(name)
         if value is None or isinstance(value, bool):
             return bool(value) if value is not None else None
         if value in ("true", "false"):
@@ -101,7 +106,7 @@ class _Parser:
         raise self.type_error(name)
 
     def integer(self, name: str) -> int | None:
-        value = self.body.get(name)
+        value = self.value_of(name)
         if value is None:
             return None
         if isinstance(value, int) and not isinstance(value, bool):
@@ -133,7 +138,7 @@ def parse_inference_body(
     query = p.string("query")
     raw_input_type = p.string("input_type")
     input_type = _input_type(p, raw_input_type) if raw_input_type is not None else None
-    task_settings = body.get("task_settings")
+    task_settings = p.value_of("task_settings")
     if task_settings is not None and not isinstance(task_settings, dict):
         raise p.type_error("task_settings")
     return_documents = p.boolean("return_documents")
@@ -198,6 +203,6 @@ def first_problem(
             return f"Field [return_documents] cannot be specified for task type [{task_type}]"
         if top_n is not None:
             return f"Field [top_n] cannot be specified for task type [{task_type}]"
-        if input_type is not None and task_type is not TaskType.TEXT_EMBEDDING:
-            return f"Field [input_type] cannot be specified for task type [{task_type}]"
+    if input_type is not None and task_type not in (TaskType.ANY, TaskType.TEXT_EMBEDDING):
+        return f"Field [input_type] cannot be specified for task type [{task_type}]"
     return None

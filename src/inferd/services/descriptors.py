@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -12,30 +13,43 @@ from inferd.services.base import Service
 from inferd.services.schema import config_type, field_extra, is_secret_annotation, nested_model
 
 
-def _field_entries(prefix: str, model: type[BaseModel]) -> list[tuple[str, FieldInfo, bool]]:
-    """(dotted name, field, required) for each leaf field; nested objects are flattened."""
+@dataclass(frozen=True)
+class _Leaf:
+    field: FieldInfo
+    required: bool
+    updatable: bool
+
+
+def _leaves(prefix: str, model: type[BaseModel], parent_updatable: bool = False) -> list[tuple[str, _Leaf]]:
+    """Each leaf setting by dotted name; nested objects are flattened and inherit updatability."""
     out = []
     for name, field in model.model_fields.items():
         key = prefix + (field.alias or name)
+        extra = field_extra(field)
+        updatable = parent_updatable or bool(extra.get("updatable")) or is_secret_annotation(field.annotation)
         nested = nested_model(field.annotation)
         if nested is not None:
-            out.extend(_field_entries(f"{key}.", nested))
+            out.extend(_leaves(f"{key}.", nested, updatable))
         else:
-            out.append((key, field, field.is_required() and not prefix))
+            required = bool(extra.get("required", field.is_required() and not prefix))
+            out.append((key, _Leaf(field, required, updatable)))
     return out
 
 
-def _describe(field: FieldInfo, required: bool, tasks: list[TaskType]) -> dict[str, Any]:
+def _describe(leaf: _Leaf, tasks: list[TaskType]) -> dict[str, Any]:
+    field = leaf.field
     entry: dict[str, Any] = {}
-    default = None if field.is_required() else field.get_default(call_default_factory=True)
+    default = field_extra(field).get("default_value")
+    if default is None and not field.is_required():
+        default = field.get_default(call_default_factory=True)
     if default is not None and not isinstance(default, BaseModel):
         entry["default_value"] = default
     if field.description:
         entry["description"] = field.description
     entry["label"] = field.title or ""
-    entry["required"] = required
+    entry["required"] = leaf.required
     entry["sensitive"] = is_secret_annotation(field.annotation)
-    entry["updatable"] = bool(field_extra(field).get("updatable")) or is_secret_annotation(field.annotation)
+    entry["updatable"] = leaf.updatable
     entry["type"] = config_type(field.annotation)
     entry["supported_task_types"] = [t.value for t in tasks]
     return entry
@@ -43,21 +57,19 @@ def _describe(field: FieldInfo, required: bool, tasks: list[TaskType]) -> dict[s
 
 def service_descriptor(service: Service) -> dict[str, Any]:
     task_types = [t for t in TaskType.concrete() if t in service.task_types]
-    fields: dict[str, tuple[FieldInfo, bool, list[TaskType]]] = {}
+    fields: dict[str, tuple[_Leaf, list[TaskType]]] = {}
     for task in task_types:
         models = [service.service_settings_model(task)]
         if service.secret_settings_model is not None:
             models.append(service.secret_settings_model)
         for model in models:
-            for key, field, required in _field_entries("", model):
-                if key not in fields:
-                    fields[key] = (field, required, [])
-                fields[key][2].append(task)
+            for key, leaf in _leaves("", model):
+                fields.setdefault(key, (leaf, []))[1].append(task)
     return {
         "service": service.name,
         "name": service.display_name,
         "task_types": [t.value for t in task_types],
-        "configurations": {key: _describe(f, req, tasks) for key, (f, req, tasks) in fields.items()},
+        "configurations": {key: _describe(leaf, tasks) for key, (leaf, tasks) in fields.items()},
     }
 
 

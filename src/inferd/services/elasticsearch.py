@@ -20,10 +20,7 @@ from inferd.core.java_format import java_value
 from inferd.core.tasks import TaskType
 from inferd.engine.catalog import BUILTIN_MODELS, E5_SMALL, ELSER_V2, RERANK_V1, current_platform, platform_default
 from inferd.services.base import Service
-from inferd.services.schema import EmptySettings, SettingsModel
-
-PositiveInt = Annotated[int, Field(gt=0)]
-NonEmptyStr = Annotated[str, Field(min_length=1)]
+from inferd.services.schema import EmptySettings, Integer, NonEmptyString, PositiveInteger, SettingsModel
 
 
 def _es_error(message: str) -> PydanticCustomError:
@@ -35,14 +32,14 @@ class AdaptiveAllocations(SettingsModel):
 
     enabled: Annotated[bool, Field(description="Turn on adaptive allocations.", title="Enabled")] = False
     min_number_of_allocations: Annotated[
-        int | None,
+        Integer | None,
         Field(
             description="The least number of allocations (0 lets the deployment scale to zero).",
             title="Minimum Allocations",
         ),
     ] = None
     max_number_of_allocations: Annotated[
-        int | None, Field(description="The most allocations to scale up to.", title="Maximum Allocations")
+        Integer | None, Field(description="The most allocations to scale up to.", title="Maximum Allocations")
     ] = None
 
     @model_validator(mode="after")
@@ -61,23 +58,25 @@ class AdaptiveAllocations(SettingsModel):
 class ElasticsearchServiceSettings(SettingsModel):
     # Field order is ES's serialisation order.
     num_allocations: Annotated[
-        PositiveInt | None,
+        PositiveInteger | None,
         Field(
             description="The total number of allocations this model is assigned across machine learning nodes.",
             title="Number Allocations",
-            json_schema_extra={"updatable": True},
+            # `_services` hints for forms (ES shows them): one of the two allocation styles is required.
+            json_schema_extra={"updatable": True, "required": True, "default_value": 1},
         ),
     ] = None
     num_threads: Annotated[
-        PositiveInt,
+        PositiveInteger,
         Field(
             description="Sets the number of threads used by each model allocation during inference.",
             title="Number Threads",
+            json_schema_extra={"default_value": 2},
         ),
     ]
     model_id: Annotated[
-        NonEmptyStr | None, Field(description="The name of the model to use for the inference task.", title="Model ID")
-    ] = None
+        NonEmptyString, Field(description="The name of the model to use for the inference task.", title="Model ID")
+    ]
     adaptive_allocations: Annotated[
         AdaptiveAllocations | None,
         Field(
@@ -87,7 +86,7 @@ class ElasticsearchServiceSettings(SettingsModel):
         ),
     ] = None
     deployment_id: Annotated[
-        NonEmptyStr | None,
+        NonEmptyString | None,
         Field(
             description="The id of an existing deployment to use instead of starting a new one.", title="Deployment ID"
         ),
@@ -114,7 +113,7 @@ class RerankServiceSettings(ElasticsearchServiceSettings):
         ),
     ] = None
     max_chunks_per_doc: Annotated[
-        PositiveInt | None,
+        PositiveInteger | None,
         Field(
             description="The most chunks scored per document when the strategy is chunk.",
             title="Max Chunks Per Document",

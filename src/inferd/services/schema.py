@@ -17,12 +17,12 @@ import types
 import typing
 from collections.abc import Mapping
 from enum import Enum
-from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from inferd.core.java_format import java_value
 
@@ -61,6 +61,19 @@ class SettingsModel(BaseModel):
 
 class EmptySettings(SettingsModel):
     """For a task or service that takes no settings of this kind."""
+
+
+def _java_int(value: int) -> int:
+    # JSON integers beyond 32 bits are Longs in ES, which fail its Integer settings.
+    if not -(2**31) <= value < 2**31:
+        raise PydanticCustomError("int_type", "value does not fit in a 32-bit integer")
+    return value
+
+
+# An integer setting as ES parses one (a Java Integer).
+Integer = Annotated[int, AfterValidator(_java_int)]
+PositiveInteger = Annotated[Integer, Field(gt=0)]
+NonEmptyString = Annotated[str, Field(min_length=1)]
 
 
 def field_keys(model: type[BaseModel]) -> set[str]:
@@ -227,6 +240,8 @@ def config_type(annotation: Any) -> str:
     """The `type` of a `_services` configuration entry."""
     args = [a for a in get_args(annotation) if a is not type(None)] if _is_union(annotation) else [annotation]
     base = args[0] if args else annotation
+    while get_origin(base) is Annotated:
+        base = get_args(base)[0]
     origin = get_origin(base) or base
     if origin is bool:
         return "bool"
