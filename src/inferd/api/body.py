@@ -10,23 +10,12 @@ import orjson
 from starlette.requests import Request
 
 from inferd.core.errors import InferdError, ParseError, XContentParseError
+from inferd.core.json_locations import token_name
 
 
 class ContentTooLong(InferdError):
     status = 413
     es_type = "content_too_long_exception"
-
-
-def _json_type_name(value: Any) -> str:
-    if isinstance(value, list):
-        return "START_ARRAY"
-    if isinstance(value, str):
-        return "VALUE_STRING"
-    if isinstance(value, bool):
-        return "VALUE_BOOLEAN"
-    if isinstance(value, int | float):
-        return "VALUE_NUMBER"
-    return "VALUE_NULL"
 
 
 async def read_raw_body(request: Request, max_bytes: int) -> bytes:
@@ -69,7 +58,7 @@ def json_object(raw: bytes, *, parser: str | None = None) -> dict[str, Any]:
     body = parse_json(raw)
     if not isinstance(body, dict):
         prefix = f"[{parser}] " if parser else ""
-        raise XContentParseError(f"[1:1] {prefix}Expected START_OBJECT but was: {_json_type_name(body)}")
+        raise XContentParseError(f"[1:1] {prefix}Expected START_OBJECT but was: {token_name(body)}")
     return body
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferd.core.errors import ActionRequestValidationError, IllegalArgument, XContentParseError
-from inferd.core.json_locations import KeyLocator
+from inferd.core.json_locations import KeyLocator, token_name
 from inferd.core.suggest import did_you_mean
 from inferd.core.tasks import InputType, TaskType
 
@@ -24,20 +24,6 @@ class InferenceRequest:
     task_settings: dict[str, Any] = field(default_factory=dict)
     return_documents: bool | None = None
     top_n: int | None = None
-
-
-def _token(value: Any) -> str:
-    if isinstance(value, bool):
-        return "VALUE_BOOLEAN"
-    if isinstance(value, int | float):
-        return "VALUE_NUMBER"
-    if isinstance(value, str):
-        return "VALUE_STRING"
-    if isinstance(value, list):
-        return "START_ARRAY"
-    if isinstance(value, dict):
-        return "START_OBJECT"
-    return "VALUE_NULL"
 
 
 def _scalar_text(value: Any) -> str | None:
@@ -57,7 +43,7 @@ class _Parser:
     def type_error(self, name: str) -> XContentParseError:
         value = self.body[name]
         return XContentParseError(
-            f"{self.locate.value(name)} [{PARSER_NAME}] {name} doesn't support values of type: {_token(value)}"
+            f"{self.locate.value(name)} [{PARSER_NAME}] {name} doesn't support values of type: {token_name(value)}"
         )
 
     def field_error(self, name: str, cause: str) -> XContentParseError:

@@ -7,8 +7,24 @@ from __future__ import annotations
 
 import json
 from json.decoder import scanstring  # type: ignore[attr-defined]
+from typing import Any
 
 _WS = " \t\r\n"
+
+
+def token_name(value: Any) -> str:
+    """The Jackson token a parsed JSON value started with, as ES names it in parse errors."""
+    if isinstance(value, bool):
+        return "VALUE_BOOLEAN"
+    if isinstance(value, int | float):
+        return "VALUE_NUMBER"
+    if isinstance(value, str):
+        return "VALUE_STRING"
+    if isinstance(value, list):
+        return "START_ARRAY"
+    if isinstance(value, dict):
+        return "START_OBJECT"
+    return "VALUE_NULL"
 
 
 def _skip(text: str, i: int) -> int:

@@ -25,12 +25,8 @@ class EndpointStore(Protocol):
     async def list(self, task_type: TaskType | None = None) -> list[EndpointConfig]:
         """Configs sorted by inference_id, optionally of one task type."""
 
-    async def replace(self, config: EndpointConfig, secrets: EndpointSecrets | None, *, create: bool = False) -> None:
-        """Overwrite an existing endpoint (secrets too when given); raise NotFound if it is gone.
-
-        With `create=True` a missing row is inserted instead (used to persist a changed default
-        endpoint, which lives in code until it is first updated).
-        """
+    async def replace(self, config: EndpointConfig, secrets: EndpointSecrets | None) -> None:
+        """Overwrite an existing endpoint (its secrets too when given); raise NotFound if it is gone."""
 
     async def delete(self, inference_id: str) -> bool:
         """Remove config and secrets; False if there was nothing to remove."""

@@ -201,7 +201,7 @@ class SqlStore:
 
         return await self._run(run)
 
-    async def replace(self, config: EndpointConfig, secrets: EndpointSecrets | None, *, create: bool = False) -> None:
+    async def replace(self, config: EndpointConfig, secrets: EndpointSecrets | None) -> None:
         def run() -> None:
             now = _now()
             with self._write() as conn:
@@ -216,10 +216,7 @@ class SqlStore:
                     )
                 )
                 if result.rowcount == 0:
-                    if not create:
-                        raise NotFound(f"Inference endpoint not found [{config.inference_id}]")
-                    self._insert(conn, config, secrets or EndpointSecrets(), now)
-                    return
+                    raise NotFound(f"Inference endpoint not found [{config.inference_id}]")
                 if secrets is not None:
                     conn.execute(
                         update(endpoint_secrets)
