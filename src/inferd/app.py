@@ -8,7 +8,9 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
@@ -16,12 +18,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 
-from inferd.api import endpoints, inference, root, services
+from inferd.api import endpoints, inference, root, security, services
 from inferd.api.compat import EsHttpMiddleware
 from inferd.api.deps import AppState
 from inferd.api.errors import render_error
+from inferd.api.params import parse_time_value
 from inferd.api.paths import request_uri
+from inferd.auth.api_keys import ApiKeyService
+from inferd.auth.audit import AUDIT_FILE, AuditTrail
 from inferd.auth.authenticator import Authenticator, bootstrap_elastic_user
+from inferd.auth.authorizer import Authorizer
+from inferd.auth.security import SecurityService
+from inferd.auth.throttle import FailureThrottle
 from inferd.core.dispatch import Dispatcher
 from inferd.core.endpoints import EndpointManager
 from inferd.core.errors import InferdError, SimpleError
@@ -54,7 +62,7 @@ def _print_password(password: str) -> None:
     )
 
 
-ROUTERS = (root.router, services.router, endpoints.router, inference.router)
+ROUTERS = (root.router, security.router, services.router, endpoints.router, inference.router)
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -110,6 +118,11 @@ def build_app(
     store = open_store(settings)
     registry = ServiceRegistry.load(ServiceContext(settings), extra_services)
     manager = EndpointManager(store, registry)
+    audit_path = settings.data_dir / AUDIT_FILE if settings.security and settings.audit else None
+    audit = AuditTrail(audit_path, node_name=settings.node_name, cluster_name=settings.cluster_name)
+    authorizer = Authorizer(audit)
+    throttle = FailureThrottle(settings.auth_failures_per_user_and_address, settings.auth_failures_per_address)
+    authenticator = Authenticator(store, store, store, throttle)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,12 +134,24 @@ def build_app(
         cluster_uuid = await store.get_or_create_meta(
             "cluster_uuid", base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         )
-        app.state.inferd = AppState(settings, store, registry, manager, Dispatcher(manager), cluster_uuid)
+        app.state.inferd = AppState(
+            settings=settings,
+            store=store,
+            services=registry,
+            endpoints=manager,
+            dispatcher=Dispatcher(manager),
+            authorizer=authorizer,
+            authenticator=authenticator,
+            security=SecurityService(store, store),
+            api_keys=ApiKeyService(store, parse_time_value),
+            cluster_uuid=cluster_uuid,
+        )
         try:
             yield
         finally:
             await registry.close()
             await store.close()
+            audit.close()
 
     app = FastAPI(
         title="inferd",
@@ -142,5 +167,23 @@ def build_app(
     app.add_exception_handler(InferdError, _inferd_error)
     app.add_exception_handler(StarletteHTTPException, _route_error)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    app.add_middleware(EsHttpMiddleware, authenticator=Authenticator(store) if settings.security else None)
+    app.add_middleware(
+        EsHttpMiddleware, authenticator=authenticator if settings.security else None, authorizer=authorizer
+    )
     return app
+
+
+def uvicorn_config(app: FastAPI, settings: ServerSettings, **overrides: Any) -> uvicorn.Config:
+    """How inferd is served: ES-like headers only, no access log, TLS when a certificate is set."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "server_header": False,
+    }
+    if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+        options["ssl_certfile"] = str(settings.ssl_certfile)
+        options["ssl_keyfile"] = str(settings.ssl_keyfile)
+    options.update(overrides)
+    return uvicorn.Config(app, **options)

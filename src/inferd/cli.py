@@ -30,26 +30,33 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data folder (INFERD_DATA_DIR, default ./data).")
 @click.option("--security/--no-security", default=None, help="Require authentication (INFERD_SECURITY, default on).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="Log level.")
+@click.option("--ssl-certfile", type=click.Path(path_type=Path, exists=True), help="TLS certificate (PEM).")
+@click.option("--ssl-keyfile", type=click.Path(path_type=Path, exists=True), help="TLS private key (PEM).")
 def serve(
-    host: str | None, port: int | None, data_dir: Path | None, security: bool | None, log_level: str | None
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    security: bool | None,
+    log_level: str | None,
+    ssl_certfile: Path | None,
+    ssl_keyfile: Path | None,
 ) -> None:
     """Start the HTTP server."""
-    from inferd.app import build_app
+    from inferd.app import build_app, uvicorn_config
 
-    settings = _settings(host=host, port=port, data_dir=data_dir, security=security, log_level=log_level)
+    settings = _settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        security=security,
+        log_level=log_level,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.security:
         logging.getLogger("inferd").warning("security is OFF: every request is served without authentication")
-    app = build_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        server_header=False,
-    )
-    _GracefulServer(config).run()
+    _GracefulServer(uvicorn_config(build_app(settings), settings)).run()
 
 
 class _GracefulServer(uvicorn.Server):

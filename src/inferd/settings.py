@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -48,6 +48,22 @@ class ServerSettings(BaseSettings):
             ),
         ),
     ] = None
+    audit: Annotated[
+        bool,
+        Field(description="Write the audit trail (JSON lines, `<data-dir>/audit.json`) when security is on."),
+    ] = True
+    auth_failures_per_user_and_address: Annotated[
+        str,
+        Field(description="Failed authentications allowed per user and client address before it is throttled."),
+    ] = "10/minute"
+    auth_failures_per_address: Annotated[
+        str,
+        Field(description="Failed authentications allowed per client address (any user) before it is throttled."),
+    ] = "100/minute"
+    ssl_certfile: Annotated[
+        Path | None, Field(description="TLS certificate (PEM); with `ssl_keyfile`, the server speaks HTTPS only.")
+    ] = None
+    ssl_keyfile: Annotated[Path | None, Field(description="TLS private key (PEM).")] = None
     node_name: Annotated[str, Field(description="Node name reported by `GET /`.")] = socket.gethostname()
     cluster_name: Annotated[str, Field(description="Cluster name reported by `GET /`.")] = "inferd"
     max_content_length: Annotated[
@@ -62,6 +78,20 @@ class ServerSettings(BaseSettings):
     @property
     def secrets_key_path(self) -> Path:
         return self.data_dir / "secrets.key"
+
+    @field_validator("auth_failures_per_user_and_address", "auth_failures_per_address")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # "N/second|minute|hour|day"; raises ValueError with the problem
+        return value
+
+    @model_validator(mode="after")
+    def _tls_needs_both_files(self) -> ServerSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile must be given together")
+        return self
 
 
 def settings_markdown_table() -> str:
@@ -91,4 +121,4 @@ def settings_markdown_table() -> str:
 
 
 # Settings the `serve` command also takes as flags.
-SERVE_FLAGS = ("host", "port", "data_dir", "security", "log_level")
+SERVE_FLAGS = ("host", "port", "data_dir", "security", "log_level", "ssl_certfile", "ssl_keyfile")

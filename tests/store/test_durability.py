@@ -15,6 +15,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from inferd.store.schema import MIGRATIONS
 from tests.conftest import assert_es_error
 from tests.support.sample_service import SampleService, embed
 from tests.support.servers import RunningServer, SubprocessServer, ThreadedServer
@@ -158,10 +159,10 @@ def test_schema_migrations_are_recorded_once(data_dir: Path) -> None:
         pass
     db = data_dir / "inferd.db"
     first = sqlite_rows(db, "SELECT version, applied_at FROM schema_migrations ORDER BY version")
-    assert [version for version, _ in first] == [1]
+    assert [version for version, _ in first] == [version for version, _, _ in MIGRATIONS]
     with ThreadedServer(data_dir) as running, running.http() as client:
         assert client.get("/").status_code == 200
-    # The second start found version 1 applied and did not apply (or record) it again.
+    # The second start found every migration applied and did not apply (or record) any again.
     assert sqlite_rows(db, "SELECT version, applied_at FROM schema_migrations ORDER BY version") == first
 
 
@@ -352,3 +353,35 @@ def test_secrets_key_rotation(data_dir: Path) -> None:
         running.http() as client,
     ):
         assert embed_ok(client, "rotated") == embed("hello world", 6)
+
+
+def test_an_older_registry_is_migrated_in_order(data_dir: Path) -> None:
+    """A registry left at version 1 (as the first release wrote it) gets the later migrations on start."""
+    import sqlite3
+
+    from inferd.store.sql_base import sqlite_engine
+
+    data_dir.mkdir(parents=True)
+    engine = sqlite_engine(data_dir / "inferd.db")
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        conn.exec_driver_sql(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+            "applied_at VARCHAR(40) NOT NULL)"
+        )
+        version, description, statements = MIGRATIONS[0]
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(
+            "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, description, "2026-01-01T00:00:00")
+        )
+    engine.dispose()
+    with ThreadedServer(data_dir) as running, running.http() as client:
+        assert client.get("/_security/role").status_code == 200
+    con = sqlite3.connect(data_dir / "inferd.db")
+    try:
+        versions = [v for (v,) in con.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        con.close()
+    assert versions == [v for v, _, _ in MIGRATIONS]
+    assert {"roles", "api_keys"} <= tables

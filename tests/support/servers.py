@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import uvicorn
 
-from inferd.app import build_app
+from inferd.app import build_app, uvicorn_config
 from inferd.services.base import Service
 from inferd.settings import ServerSettings
 
 PASSWORD = "test-elastic-password"
+# Many tests fail authentication on purpose; the throttle has tests of its own with low limits.
+NO_THROTTLE = {"auth_failures_per_user_and_address": "100000/minute", "auth_failures_per_address": "100000/minute"}
 
 
 def free_port() -> int:
@@ -65,12 +67,10 @@ class ThreadedServer:
             port=self.port,
             security=security,
             elastic_password=password if security else None,
-            **settings,
+            **{**NO_THROTTLE, **settings},
         )
         app = build_app(config, extra_services=extra_services, password_sink=self.running.generated_passwords.append)
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        )
+        self.server = uvicorn.Server(uvicorn_config(app, config, host="127.0.0.1", log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> RunningServer:
@@ -93,7 +93,8 @@ class SubprocessServer:
     def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.data_dir = data_dir
-        self.env = {**os.environ, "ELASTIC_PASSWORD": PASSWORD, **(env or {})}
+        throttle = {f"INFERD_{k.upper()}": v for k, v in NO_THROTTLE.items()}
+        self.env = {**os.environ, "ELASTIC_PASSWORD": PASSWORD, **throttle, **(env or {})}
         self.args = list(args)
         self.proc: subprocess.Popen[str] | None = None
         self.output = ""

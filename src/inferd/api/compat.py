@@ -6,6 +6,8 @@ authenticate (before routing, as ES 8 does), and check the request's media types
 
 from __future__ import annotations
 
+import secrets
+
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,11 +15,14 @@ from inferd import ES_COMPAT_VERSION
 from inferd.api.errors import render_error, render_unexpected
 from inferd.api.media import MediaTypeHeaderError, check_body_content_type, check_compatibility
 from inferd.api.paths import request_uri, rewrite_scope_path
-from inferd.auth.authenticator import ANONYMOUS_SUPERUSER, Authenticator
+from inferd.auth.authenticator import ANONYMOUS_SUPERUSER, Authenticator, claimed_username
+from inferd.auth.authorizer import Authorizer, RequestInfo
+from inferd.auth.principal import Principal
 from inferd.core.deprecation import start_collecting
-from inferd.core.errors import InferdError
+from inferd.core.errors import AuthenticationError, InferdError
 
 PRINCIPAL = "inferd.principal"
+REQUEST_INFO = "inferd.request_info"
 PRODUCT_HEADER = (b"x-elastic-product", b"Elasticsearch")
 
 
@@ -30,10 +35,16 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 class EsHttpMiddleware:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator | None) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator | None, authorizer: Authorizer) -> None:
         self.app = app
         self.authenticator = authenticator  # None: security is off
+        self.authorizer = authorizer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,13 +70,17 @@ class EsHttpMiddleware:
             await send(message)
 
         request = Request(scope)
+        info = RequestInfo(
+            method=scope["method"],
+            path=scope["path"],
+            address=_client_address(scope),
+            request_id=secrets.token_urlsafe(15),
+            opaque_id=opaque_id.decode("latin-1") if opaque_id else None,
+        )
+        scope[REQUEST_INFO] = info
         try:
             rewrite_scope_path(scope)
-            scope[PRINCIPAL] = (
-                await self.authenticator.authenticate(request.headers.get("authorization"), request_uri(scope))
-                if self.authenticator
-                else ANONYMOUS_SUPERUSER
-            )
+            scope[PRINCIPAL] = await self._authenticate(request, info)
             has_body = _has_body(scope)
             check_compatibility(request.headers.get("accept"), request.headers.get("content-type"), has_body)
             if has_body:
@@ -83,6 +98,16 @@ class EsHttpMiddleware:
             if started:
                 raise
             await render_unexpected(request, exc)(scope, receive, send_with_headers)
+
+    async def _authenticate(self, request: Request, info: RequestInfo) -> Principal:
+        if self.authenticator is None:
+            return ANONYMOUS_SUPERUSER
+        authorization = request.headers.get("authorization")
+        try:
+            return await self.authenticator.authenticate(authorization, request_uri(request.scope), info.address)
+        except AuthenticationError:
+            self.authorizer.authentication_failed(info, claimed_username(authorization))
+            raise
 
 
 def warning_header(text: str) -> bytes:

@@ -7,9 +7,14 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from inferd.api.compat import PRINCIPAL
-from inferd.auth.authenticator import Principal, authorize
+from inferd.api.compat import PRINCIPAL, REQUEST_INFO
+from inferd.auth.api_keys import ApiKeyService
+from inferd.auth.authenticator import Authenticator
+from inferd.auth.authorizer import Authorizer, RequestInfo
+from inferd.auth.principal import Principal
 from inferd.auth.privileges import Action
+from inferd.auth.roles import Grant
+from inferd.auth.security import SecurityService
 from inferd.core.dispatch import Dispatcher
 from inferd.core.endpoints import EndpointManager
 from inferd.services.registry import ServiceRegistry
@@ -24,6 +29,10 @@ class AppState:
     services: ServiceRegistry
     endpoints: EndpointManager
     dispatcher: Dispatcher
+    authorizer: Authorizer
+    authenticator: Authenticator
+    security: SecurityService
+    api_keys: ApiKeyService
     cluster_uuid: str
 
 
@@ -37,10 +46,25 @@ def principal(request: Request) -> Principal:
     return caller
 
 
-def require(action: Action) -> Callable[[Request], Awaitable[None]]:
-    """A dependency that lets the request through only if the caller holds `action`."""
+def request_info(request: Request) -> RequestInfo:
+    info: RequestInfo = request.scope[REQUEST_INFO]
+    return info
 
-    async def check(request: Request) -> None:
-        authorize(principal(request), action)
+
+def authorize(request: Request, action: Action) -> Grant:
+    return app_state(request).authorizer.authorize(principal(request), action, request_info(request))
+
+
+def authorize_endpoint(request: Request, grant: Grant, action: Action, inference_id: str) -> None:
+    app_state(request).authorizer.authorize_endpoint(
+        principal(request), grant, action, inference_id, request_info(request)
+    )
+
+
+def require(action: Action) -> Callable[[Request], Awaitable[Grant]]:
+    """A dependency that lets the request through only if the caller holds `action`; yields the grant."""
+
+    async def check(request: Request) -> Grant:
+        return authorize(request, action)
 
     return check

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends
@@ -12,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from inferd.api.body import json_object, read_raw_body
-from inferd.api.deps import app_state, require
+from inferd.api.deps import app_state, authorize_endpoint, require
 from inferd.api.errors import error_body
 from inferd.api.params import check_params, parse_time_value, time_param
 from inferd.api.render import json_response
 from inferd.auth.privileges import Action
+from inferd.auth.roles import Grant
 from inferd.core.chat import parse_chat_request, unified_error
 from inferd.core.errors import InferdError, ParseError
 from inferd.core.inference import PARSER_NAME, InferenceRequest, parse_inference_body
@@ -93,11 +94,12 @@ def _sse_error_response(exc: InferdError, render_error: Callable[[InferdError], 
     return Response(sse_event("error", orjson.dumps(render_error(exc))), status_code=exc.status, headers=SSE_HEADERS)
 
 
-async def _stream(request: Request, task_type: str | None, inference_id: str) -> Response:
+async def _stream(request: Request, grant: Grant, task_type: str | None, inference_id: str) -> Response:
     # What ES's REST handler checks itself answers as plain JSON; everything after (the body's fields,
     # the endpoint) is checked by the transport action, whose failures reach the client as SSE error events.
     check_params(request, ("timeout",))
     url_task = TaskType.parse(task_type) if task_type is not None else TaskType.ANY
+    authorize_endpoint(request, grant, Action.STREAM, inference_id)
     raw = await read_raw_body(request, app_state(request).settings.max_content_length)
     if not raw.strip():
         raise ParseError("request body is required")
@@ -129,30 +131,39 @@ async def _is_chat_endpoint(request: Request, inference_id: str) -> bool:
     return config.task_type is TaskType.CHAT_COMPLETION
 
 
-@router.post(f"/_inference/{ID}/_stream", dependencies=[Depends(require(Action.STREAM))])
-async def stream_inference(request: Request, inference_id: str) -> Response:
-    return await _stream(request, None, inference_id)
+@router.post(f"/_inference/{ID}/_stream")
+async def stream_inference(
+    request: Request, inference_id: str, grant: Annotated[Grant, Depends(require(Action.STREAM))]
+) -> Response:
+    return await _stream(request, grant, None, inference_id)
 
 
-@router.post(f"/_inference/{TASK}/{ID}/_stream", dependencies=[Depends(require(Action.STREAM))])
-async def stream_typed_inference(request: Request, task_type: str, inference_id: str) -> Response:
-    return await _stream(request, task_type, inference_id)
+@router.post(f"/_inference/{TASK}/{ID}/_stream")
+async def stream_typed_inference(
+    request: Request, task_type: str, inference_id: str, grant: Annotated[Grant, Depends(require(Action.STREAM))]
+) -> Response:
+    return await _stream(request, grant, task_type, inference_id)
 
 
 # -- perform inference ---------------------------------------------------------------------------
 
 
-async def _infer(request: Request, task_type: str | None, inference_id: str) -> Response:
+async def _infer(request: Request, grant: Grant, task_type: str | None, inference_id: str) -> Response:
+    authorize_endpoint(request, grant, Action.INFER, inference_id)
     url_task, parsed, timeout = await _parse(request, task_type)
     result = await app_state(request).dispatcher.infer(inference_id, url_task, parsed, timeout)
     return json_response(request, result)
 
 
-@router.post(f"/_inference/{ID}", dependencies=[Depends(require(Action.INFER))])
-async def infer(request: Request, inference_id: str) -> Response:
-    return await _infer(request, None, inference_id)
+@router.post(f"/_inference/{ID}")
+async def infer(
+    request: Request, inference_id: str, grant: Annotated[Grant, Depends(require(Action.INFER))]
+) -> Response:
+    return await _infer(request, grant, None, inference_id)
 
 
-@router.post(f"/_inference/{TASK}/{ID}", dependencies=[Depends(require(Action.INFER))])
-async def infer_typed(request: Request, task_type: str, inference_id: str) -> Response:
-    return await _infer(request, task_type, inference_id)
+@router.post(f"/_inference/{TASK}/{ID}")
+async def infer_typed(
+    request: Request, task_type: str, inference_id: str, grant: Annotated[Grant, Depends(require(Action.INFER))]
+) -> Response:
+    return await _infer(request, grant, task_type, inference_id)

@@ -1,79 +1,187 @@
-"""Who is calling: the Authorization header checked against the native users, ES's way."""
+"""Authentication: the Authorization header checked against native users or API keys, ES's way."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
+from typing import Any
 
-from inferd.auth.passwords import PasswordVerifier, generate_password, hash_password
-from inferd.auth.privileges import Action, granting_privileges, roles_grant
-from inferd.core.errors import AuthenticationError, AuthorizationError
-from inferd.store.base import UserRecord, UserStore
+from inferd.auth.passwords import SecretVerifier, generate_password, hash_password
+from inferd.auth.principal import (
+    ANONYMOUS_REALM,
+    API_KEY_REALM,
+    NATIVE_REALM,
+    RESERVED_REALM,
+    ApiKeyRef,
+    Principal,
+    Realm,
+)
+from inferd.auth.roles import BUILTIN_ROLES, RoleSet
+from inferd.auth.throttle import FailureThrottle
+from inferd.core.errors import AuthenticationError
+from inferd.store.base import ApiKeyStore, RoleStore, UserRecord, UserStore
 
 log = logging.getLogger(__name__)
 
 ELASTIC_USER = "elastic"
-# No TLS yet, so no Bearer challenge (ES offers Bearer only when its token service is on).
+RESERVED_USERS = frozenset({ELASTIC_USER})
+# No TLS token service, so no Bearer challenge (ES offers Bearer only when its token service is on).
 WWW_AUTHENTICATE = ('Basic realm="security", charset="UTF-8"', "ApiKey")
+ANONYMOUS_REASON = (
+    "unable to authenticate with provided credentials and anonymous access is not allowed for this request"
+)
+
+ANONYMOUS_SUPERUSER = Principal(
+    username="_anonymous",
+    roles=("superuser",),
+    realm=ANONYMOUS_REALM,
+    authentication_type="anonymous",
+    role_set=RoleSet.of({"superuser": BUILTIN_ROLES["superuser"]}),
+)
 
 
-@dataclass(frozen=True)
-class Principal:
-    username: str
-    roles: tuple[str, ...]
-
-
-ANONYMOUS_SUPERUSER = Principal("_anonymous", ("superuser",))
-
-
-def _unauthenticated(reason: str, **extra: object) -> AuthenticationError:
+def unauthenticated(reason: str, **extra: object) -> AuthenticationError:
     return AuthenticationError(reason, headers={"WWW-Authenticate": list(WWW_AUTHENTICATE)}, extra=extra)
 
 
-class Authenticator:
-    def __init__(self, users: UserStore) -> None:
-        self._users = users
-        self._verifier = PasswordVerifier()
+def _api_key_failure(message: str) -> AuthenticationError:
+    return unauthenticated(ANONYMOUS_REASON, additional_unsuccessful_credentials=f"API key: {message}")
 
-    async def authenticate(self, authorization: str | None, uri: str) -> Principal:
+
+def claimed_username(authorization: str | None) -> str | None:
+    """The user name a Basic header claims (for the audit trail); None for anything else."""
+    scheme, _, credentials = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        username = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return username or None
+
+
+def realm_of(username: str) -> Realm:
+    return RESERVED_REALM if username in RESERVED_USERS else NATIVE_REALM
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Authenticator:
+    def __init__(self, users: UserStore, roles: RoleStore, api_keys: ApiKeyStore, throttle: FailureThrottle) -> None:
+        self._users = users
+        self._roles = roles
+        self._api_keys = api_keys
+        self._throttle = throttle
+        self._verifier = SecretVerifier()
+
+    async def authenticate(self, authorization: str | None, uri: str, address: str) -> Principal:
         if not authorization or not authorization.strip():
-            raise _unauthenticated(f"missing authentication credentials for REST request [{uri}]")
+            raise unauthenticated(f"missing authentication credentials for REST request [{uri}]")
         scheme, _, credentials = authorization.strip().partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
-            return await self._basic(credentials.strip(), uri)
-        if scheme in ("apikey", "bearer"):
-            kind = "API key" if scheme == "apikey" else "Bearer token"
-            raise _unauthenticated(
-                "unable to authenticate with provided credentials and anonymous access is not allowed for this request",
-                additional_unsuccessful_credentials=f"{kind}: {kind} authentication is not enabled on this server",
+            return await self._basic(credentials.strip(), uri, address)
+        if scheme == "apikey":
+            return await self._api_key(credentials.strip(), address)
+        if scheme == "bearer":
+            raise unauthenticated(
+                ANONYMOUS_REASON, additional_unsuccessful_credentials="Bearer token: tokens are not enabled"
             )
-        raise _unauthenticated(f"missing authentication credentials for REST request [{uri}]")
+        raise unauthenticated(f"missing authentication credentials for REST request [{uri}]")
 
-    async def _basic(self, credentials: str, uri: str) -> Principal:
+    def _check_throttle(self, username: str | None, address: str) -> None:
+        wait = self._throttle.retry_after(username, address)
+        if wait is not None:
+            who = f"user [{username}]" if username else "this address"
+            raise AuthenticationError(
+                f"too many failed authentication attempts for {who} from [{address}]; try again in [{wait}s]",
+                headers={"WWW-Authenticate": list(WWW_AUTHENTICATE), "Retry-After": str(wait)},
+            )
+
+    async def _basic(self, credentials: str, uri: str, address: str) -> Principal:
         try:
             decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise _unauthenticated("invalid basic authentication header encoding") from None
+            raise unauthenticated("invalid basic authentication header encoding") from None
         username, sep, password = decoded.partition(":")
         if not sep or not username:
-            raise _unauthenticated("invalid basic authentication header value")
+            raise unauthenticated("invalid basic authentication header value")
+        self._check_throttle(username, address)
         user = await self._users.get_user(username)
-        if user is None or not user.enabled or not self._verifier.verify(username, user.password_hash, password):
-            raise _unauthenticated(f"unable to authenticate user [{username}] for REST request [{uri}]")
-        return Principal(user.username, user.roles)
+        if user is None:
+            self._verifier.burn(password)
+            ok = False
+        else:
+            ok = self._verifier.verify(username, user.password_hash, password) and user.enabled
+        if not ok or user is None:
+            self._throttle.record_failure(username, address)
+            raise unauthenticated(f"unable to authenticate user [{username}] for REST request [{uri}]")
+        return await self.principal_for(user)
 
+    async def principal_for(self, user: UserRecord) -> Principal:
+        resolved, missing = await self.resolve_roles(user.roles)
+        return Principal(
+            username=user.username,
+            roles=user.roles,
+            realm=realm_of(user.username),
+            authentication_type="realm",
+            role_set=RoleSet.of(resolved),
+            full_name=user.full_name,
+            email=user.email,
+            metadata=user.metadata,
+            missing_roles=missing,
+        )
 
-def authorize(principal: Principal, action: Action) -> None:
-    if roles_grant(principal.roles, action):
-        return
-    raise AuthorizationError(
-        f"action [{action.value}] is unauthorized for user [{principal.username}] "
-        f"with effective roles [{','.join(sorted(principal.roles))}], this action is granted by the cluster "
-        f"privileges [{','.join(granting_privileges(action))}]"
-    )
+    async def resolve_roles(self, names: tuple[str, ...]) -> tuple[dict[str, Mapping[str, Any]], tuple[str, ...]]:
+        """Role descriptors by name (built-in first, then custom); names that resolve to nothing."""
+        resolved: dict[str, Mapping[str, Any]] = {n: BUILTIN_ROLES[n] for n in names if n in BUILTIN_ROLES}
+        custom = await self._roles.get_roles(n for n in names if n not in resolved)
+        resolved.update({name: record.descriptor for name, record in custom.items()})
+        return resolved, tuple(n for n in names if n not in resolved)
+
+    async def _api_key(self, credentials: str, address: str) -> Principal:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise _api_key_failure("invalid ApiKey value") from None
+        key_id, sep, secret = decoded.partition(":")
+        if not sep or not key_id:
+            raise _api_key_failure("invalid ApiKey value")
+        self._check_throttle(f"api_key:{key_id}", address)
+        key = await self._api_keys.get_api_key(key_id)
+        failure = None
+        if key is None:
+            self._verifier.burn(secret)
+            failure = f"unable to find apikey with id {key_id}"
+        elif key.invalidated:
+            failure = f"api key [{key_id}] has been invalidated"
+        elif not self._verifier.verify(f"api_key:{key_id}", key.secret_hash, secret):
+            failure = f"invalid credentials for API key [{key_id}]"
+        elif key.expiration_ms is not None and key.expiration_ms <= now_ms():
+            failure = "api key is expired"
+        if failure is not None or key is None:
+            self._throttle.record_failure(f"api_key:{key_id}", address)
+            raise _api_key_failure(failure or "")
+        owner = await self._users.get_user(key.owner)
+        # A key without role descriptors has exactly its owner's roles at creation time.
+        own = key.role_descriptors or key.limited_by
+        return Principal(
+            username=key.owner,
+            roles=(),
+            realm=API_KEY_REALM,
+            authentication_type="api_key",
+            role_set=RoleSet.of(own),
+            full_name=owner.full_name if owner else None,
+            email=owner.email if owner else None,
+            metadata=owner.metadata if owner else {},
+            api_key=ApiKeyRef(key.id, key.name, Realm(key.realm, key.realm_type)),
+            limited_by=RoleSet.of(key.limited_by),
+        )
 
 
 async def bootstrap_elastic_user(users: UserStore, configured_password: str | None) -> str | None:

@@ -1,12 +1,12 @@
-"""Cluster privileges, built-in roles, and the action each route performs.
+"""Cluster privileges and the action each route performs, named as Elasticsearch names them.
 
-Action names and privilege patterns follow Elasticsearch, so a denial reads exactly like ES's.
+A denial reads exactly like ES's because actions, privilege patterns and the "least to most
+privileged" order of granting privileges are the same.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -20,42 +20,85 @@ class Action(StrEnum):
     PUT_ENDPOINT = "cluster:admin/xpack/inference/put"
     UPDATE_ENDPOINT = "cluster:admin/xpack/inference/update"
     DELETE_ENDPOINT = "cluster:admin/xpack/inference/delete"
+    PUT_USER = "cluster:admin/xpack/security/user/put"
+    GET_USERS = "cluster:admin/xpack/security/user/get"
+    DELETE_USER = "cluster:admin/xpack/security/user/delete"
+    CHANGE_PASSWORD = "cluster:admin/xpack/security/user/change_password"  # noqa: S105 - an action name
+    SET_ENABLED = "cluster:admin/xpack/security/user/set_enabled"
+    AUTHENTICATE = "cluster:admin/xpack/security/user/authenticate"
+    PUT_ROLE = "cluster:admin/xpack/security/role/put"
+    GET_ROLES = "cluster:admin/xpack/security/role/get"
+    DELETE_ROLE = "cluster:admin/xpack/security/role/delete"
+    CREATE_API_KEY = "cluster:admin/xpack/security/api_key/create"
+    GET_API_KEY = "cluster:admin/xpack/security/api_key/get"
+    INVALIDATE_API_KEY = "cluster:admin/xpack/security/api_key/invalidate"
+
+    @property
+    def is_inference(self) -> bool:
+        return "/xpack/inference" in self.value
 
 
-# privilege -> action patterns it grants; order is the order ES lists granting privileges in.
-CLUSTER_PRIVILEGES: dict[str, tuple[str, ...]] = {
-    "monitor_inference": ("cluster:monitor/xpack/inference*",),
-    "manage_inference": ("cluster:admin/xpack/inference/*", "cluster:monitor/xpack/inference*"),
-    "monitor": ("cluster:monitor/*",),
-    "manage": ("cluster:monitor/*", "cluster:admin/*"),
-    "all": ("cluster:*",),
+SECURITY_ACTIONS = "cluster:admin/xpack/security/*"
+API_KEY_ACTIONS = "cluster:admin/xpack/security/api_key/*"
+
+# privilege -> (granted action patterns, excluded action patterns)
+CLUSTER_PRIVILEGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "monitor_inference": (("cluster:monitor/xpack/inference*",), ()),
+    "manage_inference": (("cluster:admin/xpack/inference/*", "cluster:monitor/xpack/inference*"), ()),
+    "monitor": (("cluster:monitor/*",), ()),
+    "manage": (("cluster:*",), (SECURITY_ACTIONS,)),  # ES's manage excludes the security APIs
+    "read_security": (
+        (
+            "cluster:admin/xpack/security/user/get",
+            "cluster:admin/xpack/security/role/get",
+            "cluster:admin/xpack/security/api_key/get",
+        ),
+        (),
+    ),
+    "manage_security": ((SECURITY_ACTIONS,), ()),
+    "manage_api_key": ((API_KEY_ACTIONS,), ()),
+    # Conditional in ES: any API-key action, but only on the caller's own keys (checked by the caller).
+    "manage_own_api_key": ((API_KEY_ACTIONS,), ()),
+    "all": (("cluster:*",), ()),
 }
 
-
-@dataclass(frozen=True)
-class RoleDescriptor:
-    name: str
-    cluster: tuple[str, ...]
-
-
-BUILTIN_ROLES: dict[str, RoleDescriptor] = {
-    "superuser": RoleDescriptor("superuser", ("all",)),
-    "inference_admin": RoleDescriptor("inference_admin", ("manage_inference",)),
-    "inference_user": RoleDescriptor("inference_user", ("monitor_inference",)),
-}
+# ES lists granting privileges from least to most privileged (by how many others each implies).
+PRIVILEGE_ORDER = (
+    "manage_own_api_key",
+    "monitor_inference",
+    "read_security",
+    "manage_api_key",
+    "manage_inference",
+    "monitor",
+    "manage",
+    "manage_security",
+    "all",
+)
+CONDITIONAL_PRIVILEGES = frozenset({"manage_own_api_key"})
+assert set(PRIVILEGE_ORDER) == set(CLUSTER_PRIVILEGES)
 
 
 def privilege_grants(privilege: str, action: str) -> bool:
-    return any(fnmatch.fnmatchcase(action, p) for p in CLUSTER_PRIVILEGES.get(privilege, ()))
+    """Whether a privilege name or a `cluster:...` action pattern grants `action`."""
+    if privilege.startswith("cluster:"):
+        return fnmatch.fnmatchcase(action, privilege if privilege.endswith("*") else privilege + "*")
+    grants, excludes = CLUSTER_PRIVILEGES.get(privilege, ((), ()))
+    return any(fnmatch.fnmatchcase(action, p) for p in grants) and not any(
+        fnmatch.fnmatchcase(action, p) for p in excludes
+    )
 
 
 def granting_privileges(action: str) -> list[str]:
-    return [p for p in CLUSTER_PRIVILEGES if privilege_grants(p, action)]
+    return [p for p in PRIVILEGE_ORDER if privilege_grants(p, action)]
 
 
-def roles_grant(roles: tuple[str, ...], action: str) -> bool:
-    for role_name in roles:
-        role = BUILTIN_ROLES.get(role_name)
-        if role and any(privilege_grants(p, action) for p in role.cluster):
-            return True
-    return False
+def is_known_privilege(name: str) -> bool:
+    return name in CLUSTER_PRIVILEGES or name.startswith("cluster:")
+
+
+def unknown_privilege_message(name: str) -> str:
+    names = ",".join(PRIVILEGE_ORDER)
+    return (
+        f"unknown cluster privilege [{name}]. a privilege must be either one of the predefined cluster privilege "
+        f"names [{names}] or a pattern over one of the available cluster actions"
+    )

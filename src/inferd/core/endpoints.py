@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,12 +125,16 @@ class EndpointManager:
 
     # -- read ------------------------------------------------------------------------------
 
-    async def get(self, inference_id: str, task_type: TaskType) -> list[EndpointConfig]:
+    async def get(
+        self, inference_id: str, task_type: TaskType, *, visible: Callable[[str], bool] = lambda _: True
+    ) -> list[EndpointConfig]:
+        """One endpoint, or all of them (`_all`/`*`), keeping only those `visible` to the caller."""
         if inference_id in ALL_IDS:
             wanted = None if task_type is TaskType.ANY else task_type
             found = await self.store.list(wanted)
             defaults = [d for d in self.services.default_endpoints() if wanted in (None, d.task_type)]
-            return sorted([*found, *defaults], key=lambda c: c.inference_id)
+            listed = [c for c in [*found, *defaults] if visible(c.inference_id)]
+            return sorted(listed, key=lambda c: c.inference_id)
         config = await self.find(inference_id)
         if task_type is not TaskType.ANY and config.task_type is not task_type:
             raise _task_mismatch(task_type, config.task_type)

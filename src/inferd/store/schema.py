@@ -6,7 +6,7 @@ transaction, and recorded in `schema_migrations`. Never edit a released migratio
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -38,6 +38,32 @@ users = Table(
     Column("email", Text),
     Column("metadata", Text, nullable=False),  # JSON object
     Column("enabled", Boolean, nullable=False),
+)
+
+roles = Table(
+    "roles",
+    metadata,
+    Column("name", String(1024), primary_key=True),
+    Column("descriptor", Text, nullable=False),  # JSON role descriptor
+    Column("updated_at", String(40), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(1024), nullable=False),
+    Column("secret_hash", Text, nullable=False),
+    Column("owner", String(1024), nullable=False),
+    Column("realm", String(256), nullable=False),
+    Column("realm_type", String(256), nullable=False),
+    Column("creation_ms", BigInteger, nullable=False),
+    Column("expiration_ms", BigInteger),
+    Column("invalidated", Boolean, nullable=False),
+    Column("invalidation_ms", BigInteger),
+    Column("metadata", Text, nullable=False),
+    Column("role_descriptors", Text, nullable=False),
+    Column("limited_by", Text, nullable=False),
 )
 
 meta = Table(
@@ -84,6 +110,34 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 enabled BOOLEAN NOT NULL
             )""",
             "CREATE TABLE meta (key VARCHAR(128) PRIMARY KEY, value TEXT NOT NULL)",
+        ),
+    ),
+    (
+        2,
+        "custom roles and API keys",
+        (
+            """CREATE TABLE roles (
+                name VARCHAR(1024) PRIMARY KEY,
+                descriptor TEXT NOT NULL,
+                updated_at VARCHAR(40) NOT NULL
+            )""",
+            """CREATE TABLE api_keys (
+                id VARCHAR(64) PRIMARY KEY,
+                name VARCHAR(1024) NOT NULL,
+                secret_hash TEXT NOT NULL,
+                owner VARCHAR(1024) NOT NULL,
+                realm VARCHAR(256) NOT NULL,
+                realm_type VARCHAR(256) NOT NULL,
+                creation_ms BIGINT NOT NULL,
+                expiration_ms BIGINT,
+                invalidated BOOLEAN NOT NULL,
+                invalidation_ms BIGINT,
+                metadata TEXT NOT NULL,
+                role_descriptors TEXT NOT NULL,
+                limited_by TEXT NOT NULL
+            )""",
+            "CREATE INDEX api_keys_owner ON api_keys (owner, realm)",
+            "CREATE INDEX api_keys_name ON api_keys (name)",
         ),
     ),
 )

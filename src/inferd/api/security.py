@@ -1,0 +1,179 @@
+"""/_security/*: native users, roles, API keys and _authenticate, as Elasticsearch serves them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response
+
+from inferd.api.body import json_object, read_raw_body
+from inferd.api.deps import app_state, authorize, principal, request_info, require
+from inferd.api.params import check_params
+from inferd.api.render import json_response
+from inferd.auth.api_keys import GET_PARAMS
+from inferd.auth.privileges import Action
+from inferd.auth.roles import Grant
+
+router = APIRouter()
+
+USER = "{username:seg}"
+ROLE = "{name:seg}"
+
+
+async def _body(request: Request) -> dict[str, object]:
+    raw = await read_raw_body(request, app_state(request).settings.max_content_length)
+    return json_object(raw)
+
+
+def _names(value: str | None) -> list[str]:
+    return [n for n in (value or "").split(",") if n]
+
+
+def _audit(request: Request, change: str, **details: object) -> None:
+    app_state(request).authorizer.config_change(principal(request), change, request_info(request), **details)
+
+
+# -- users (the _password, _enable and _disable routes come before /user/{username}) ------------
+
+
+async def _change_password(request: Request, username: str | None) -> Response:
+    check_params(request, ("refresh",))
+    caller = principal(request)
+    target = username if username is not None else caller.username
+    # Users of the native realms may change their own password without any privilege.
+    if not (target == caller.username and caller.api_key is None and caller.authentication_type == "realm"):
+        authorize(request, Action.CHANGE_PASSWORD)
+    await app_state(request).security.change_password(target, await _body(request))
+    _audit(request, "change_password", **{"user.target": target})
+    return json_response(request, {})
+
+
+@router.api_route("/_security/user/_password", methods=["PUT", "POST"])
+async def change_own_password(request: Request) -> Response:
+    return await _change_password(request, None)
+
+
+@router.api_route(f"/_security/user/{USER}/_password", methods=["PUT", "POST"])
+async def change_password(request: Request, username: str) -> Response:
+    return await _change_password(request, username)
+
+
+async def _set_enabled(request: Request, username: str, enabled: bool) -> Response:
+    check_params(request, ("refresh",))
+    await app_state(request).security.set_enabled(principal(request), username, enabled)
+    _audit(request, "change_enable_user" if enabled else "change_disable_user", **{"user.target": username})
+    return json_response(request, {})
+
+
+@router.api_route(
+    f"/_security/user/{USER}/_enable", methods=["PUT", "POST"], dependencies=[Depends(require(Action.SET_ENABLED))]
+)
+async def enable_user(request: Request, username: str) -> Response:
+    return await _set_enabled(request, username, True)
+
+
+@router.api_route(
+    f"/_security/user/{USER}/_disable", methods=["PUT", "POST"], dependencies=[Depends(require(Action.SET_ENABLED))]
+)
+async def disable_user(request: Request, username: str) -> Response:
+    return await _set_enabled(request, username, False)
+
+
+@router.api_route(f"/_security/user/{USER}", methods=["PUT", "POST"], dependencies=[Depends(require(Action.PUT_USER))])
+async def put_user(request: Request, username: str) -> Response:
+    check_params(request, ("refresh",))
+    created = await app_state(request).security.put_user(username, await _body(request))
+    _audit(request, "put_user", **{"user.target": username})
+    return json_response(request, {"created": created})
+
+
+@router.get("/_security/user", dependencies=[Depends(require(Action.GET_USERS))])
+async def get_all_users(request: Request) -> Response:
+    check_params(request, ("with_profile_uid",))
+    status, body = await app_state(request).security.get_users([])
+    return json_response(request, body, status)
+
+
+@router.get(f"/_security/user/{USER}", dependencies=[Depends(require(Action.GET_USERS))])
+async def get_users(request: Request, username: str) -> Response:
+    check_params(request, ("with_profile_uid",))
+    status, body = await app_state(request).security.get_users(_names(username))
+    return json_response(request, body, status)
+
+
+@router.delete(f"/_security/user/{USER}", dependencies=[Depends(require(Action.DELETE_USER))])
+async def delete_user(request: Request, username: str) -> Response:
+    check_params(request, ("refresh",))
+    status, body = await app_state(request).security.delete_user(username)
+    _audit(request, "delete_user", **{"user.target": username})
+    return json_response(request, body, status)
+
+
+@router.get("/_security/_authenticate", dependencies=[Depends(require(Action.AUTHENTICATE))])
+async def who_am_i(request: Request) -> Response:
+    check_params(request)
+    return json_response(request, await app_state(request).security.authenticate(principal(request)))
+
+
+# -- roles ---------------------------------------------------------------------------------------
+
+
+@router.api_route(f"/_security/role/{ROLE}", methods=["PUT", "POST"], dependencies=[Depends(require(Action.PUT_ROLE))])
+async def put_role(request: Request, name: str) -> Response:
+    check_params(request, ("refresh",))
+    created = await app_state(request).security.put_role(name, await _body(request))
+    _audit(request, "put_role", **{"role.name": name})
+    return json_response(request, {"role": {"created": created}})
+
+
+@router.get("/_security/role", dependencies=[Depends(require(Action.GET_ROLES))])
+async def get_all_roles(request: Request) -> Response:
+    check_params(request)
+    status, body = await app_state(request).security.get_roles([])
+    return json_response(request, body, status)
+
+
+@router.get(f"/_security/role/{ROLE}", dependencies=[Depends(require(Action.GET_ROLES))])
+async def get_roles(request: Request, name: str) -> Response:
+    check_params(request)
+    status, body = await app_state(request).security.get_roles(_names(name))
+    return json_response(request, body, status)
+
+
+@router.delete(f"/_security/role/{ROLE}", dependencies=[Depends(require(Action.DELETE_ROLE))])
+async def delete_role(request: Request, name: str) -> Response:
+    check_params(request, ("refresh",))
+    status, body = await app_state(request).security.delete_role(name)
+    _audit(request, "delete_role", **{"role.name": name})
+    return json_response(request, body, status)
+
+
+# -- API keys ------------------------------------------------------------------------------------
+
+
+@router.api_route("/_security/api_key", methods=["PUT", "POST"], dependencies=[Depends(require(Action.CREATE_API_KEY))])
+async def create_api_key(request: Request) -> Response:
+    check_params(request, ("refresh",))
+    raw = await read_raw_body(request, app_state(request).settings.max_content_length)
+    body = await app_state(request).api_keys.create(principal(request), json_object(raw), raw)
+    _audit(request, "create_apikey", **{"apikey.id": body["id"], "apikey.name": body["name"]})
+    return json_response(request, body)
+
+
+@router.get("/_security/api_key")
+async def get_api_keys(request: Request, grant: Annotated[Grant, Depends(require(Action.GET_API_KEY))]) -> Response:
+    check_params(request, GET_PARAMS)
+    status, body = await app_state(request).api_keys.get(principal(request), grant, request.query_params)
+    return json_response(request, body, status)
+
+
+@router.delete("/_security/api_key")
+async def invalidate_api_keys(
+    request: Request, grant: Annotated[Grant, Depends(require(Action.INVALIDATE_API_KEY))]
+) -> Response:
+    check_params(request, ("refresh",))
+    body = await app_state(request).api_keys.invalidate(principal(request), grant, await _body(request))
+    _audit(request, "invalidate_apikeys", **{"apikey.ids": body["invalidated_api_keys"]})
+    return json_response(request, body)
