@@ -10,12 +10,20 @@ from typing import Any
 
 import click
 import uvicorn
+from pydantic import ValidationError
 
 from inferd.settings import ServerSettings, settings_markdown_table
 
 
 def _settings(**overrides: Any) -> ServerSettings:
-    return ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        # Only locations and messages: pydantic's own text quotes input values, which may hold passwords.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise click.ClickException(f"invalid configuration: {problems}") from None
 
 
 @click.group()
@@ -32,6 +40,10 @@ def main() -> None:
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="Log level.")
 @click.option("--ssl-certfile", type=click.Path(path_type=Path, exists=True), help="TLS certificate (PEM).")
 @click.option("--ssl-keyfile", type=click.Path(path_type=Path, exists=True), help="TLS private key (PEM).")
+@click.option(
+    "--trusted-url-patterns",
+    help="Comma-separated regular expressions of provider URLs allowed to resolve to non-public addresses.",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -40,6 +52,7 @@ def serve(
     log_level: str | None,
     ssl_certfile: Path | None,
     ssl_keyfile: Path | None,
+    trusted_url_patterns: str | None,
 ) -> None:
     """Start the HTTP server."""
     from inferd.app import build_app, uvicorn_config
@@ -52,6 +65,7 @@ def serve(
         log_level=log_level,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        trusted_url_patterns=trusted_url_patterns,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.security:

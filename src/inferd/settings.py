@@ -6,12 +6,13 @@ command's help and the configuration table in the README (`inferd config-docs`).
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
@@ -64,6 +65,33 @@ class ServerSettings(BaseSettings):
         Path | None, Field(description="TLS certificate (PEM); with `ssl_keyfile`, the server speaks HTTPS only.")
     ] = None
     ssl_keyfile: Annotated[Path | None, Field(description="TLS private key (PEM).")] = None
+    trusted_url_patterns: Annotated[
+        list[str],
+        NoDecode,
+        Field(
+            description=(
+                "Regular expressions (comma-separated) of provider URLs that may resolve to loopback, private or "
+                "link-local addresses; every other such URL is refused (SSRF guard)."
+            )
+        ),
+    ] = []
+    skip_validate_and_start: Annotated[
+        bool,
+        Field(description="Create third-party endpoints without a validation call to the provider (ES setting)."),
+    ] = False
+    http_max_retries: Annotated[
+        int, Field(ge=0, description="Retries of a failed provider call (429, 5xx, connection errors).")
+    ] = 3
+    http_retry_initial_delay: Annotated[
+        float, Field(ge=0, description="Seconds before the first retry; doubled each time, with jitter.")
+    ] = 1.0
+    http_retry_max_delay: Annotated[float, Field(ge=0, description="Longest wait between retries, in seconds.")] = 5.0
+    http_retry_timeout: Annotated[
+        float, Field(gt=0, description="Longest total time spent retrying one provider call, in seconds.")
+    ] = 30.0
+    http_max_connections: Annotated[
+        int, Field(gt=0, description="Open connections to one provider service at most.")
+    ] = 50
     node_name: Annotated[str, Field(description="Node name reported by `GET /`.")] = socket.gethostname()
     cluster_name: Annotated[str, Field(description="Cluster name reported by `GET /`.")] = "inferd"
     max_content_length: Annotated[
@@ -78,6 +106,20 @@ class ServerSettings(BaseSettings):
     @property
     def secrets_key_path(self) -> Path:
         return self.data_dir / "secrets.key"
+
+    @field_validator("trusted_url_patterns", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("trusted_url_patterns")
+    @classmethod
+    def _compile_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            re.compile(pattern)  # re.error (a ValueError) names the problem
+        return value
 
     @field_validator("auth_failures_per_user_and_address", "auth_failures_per_address")
     @classmethod
@@ -110,7 +152,7 @@ def settings_markdown_table() -> str:
         default = field.get_default()
         if name == "node_name":
             shown = "host name"
-        elif default is None:
+        elif default is None or (isinstance(default, list) and not default):
             shown = ""
         elif isinstance(default, Path):
             shown = f"`./{default}`"
@@ -121,4 +163,13 @@ def settings_markdown_table() -> str:
 
 
 # Settings the `serve` command also takes as flags.
-SERVE_FLAGS = ("host", "port", "data_dir", "security", "log_level", "ssl_certfile", "ssl_keyfile")
+SERVE_FLAGS = (
+    "host",
+    "port",
+    "data_dir",
+    "security",
+    "log_level",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "trusted_url_patterns",
+)

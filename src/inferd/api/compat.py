@@ -106,7 +106,8 @@ class EsHttpMiddleware:
         try:
             return await self.authenticator.authenticate(authorization, request_uri(request.scope), info.address)
         except AuthenticationError:
-            self.authorizer.authentication_failed(info, claimed_username(authorization))
+            anonymous = not (authorization or "").strip()
+            self.authorizer.authentication_failed(info, claimed_username(authorization), anonymous=anonymous)
             raise
 
 

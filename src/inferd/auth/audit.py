@@ -63,3 +63,5 @@ class AuditTrail:
             for handler in self._listener.handlers:
                 handler.close()
             self._listener = None
+        for handler in list(self._logger.handlers):
+            self._logger.removeHandler(handler)

@@ -76,8 +76,10 @@ class Authorizer:
             **{"inference.id": inference_id},
         )
 
-    def authentication_failed(self, info: RequestInfo, username: str | None) -> None:
-        self.audit.event("rest", "authentication_failed", **{"user.name": username}, **request_fields(info))
+    def authentication_failed(self, info: RequestInfo, username: str | None, *, anonymous: bool = False) -> None:
+        """A refused login; ES names a request without credentials `anonymous_access_denied`."""
+        action = "anonymous_access_denied" if anonymous else "authentication_failed"
+        self.audit.event("rest", action, **{"user.name": username}, **request_fields(info))
 
     def config_change(self, principal: Principal, change: str, info: RequestInfo, **details: object) -> None:
         """A security change (user, role, API key); `details` never holds a password or key secret."""

@@ -73,8 +73,9 @@ class SecretVerifier:
         key = (identity, stored_hash)
         digest = self._digest(secret)
         cached = self._cache.get(key)
-        if cached is not None:
-            return hmac.compare_digest(cached, digest)
+        if cached is not None and hmac.compare_digest(cached, digest):
+            return True
+        # A miss costs a full check, so a wrong password for a cached user takes as long as any other.
         if not _check(stored_hash, secret):
             return False
         if len(self._cache) >= self._max_entries:
