@@ -35,6 +35,7 @@ from inferd.core.endpoints import EndpointManager
 from inferd.core.errors import InferdError, SimpleError
 from inferd.services.base import Service, ServiceContext
 from inferd.services.registry import ServiceRegistry
+from inferd.services.ssrf import UrlGuard
 from inferd.settings import ServerSettings
 from inferd.store.crypto import SecretsCipher, load_or_create_keys
 from inferd.store.sql import SqlStore, open_sqlite_store
@@ -116,7 +117,7 @@ def build_app(
     """The whole server. `extra_services` registers services beside the built-ins and plugins."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no code path may reach a model hub
     store = open_store(settings)
-    registry = ServiceRegistry.load(ServiceContext(settings), extra_services)
+    registry = ServiceRegistry.load(ServiceContext(settings, UrlGuard(settings.trusted_url_patterns)), extra_services)
     manager = EndpointManager(store, registry)
     audit_path = settings.data_dir / AUDIT_FILE if settings.security and settings.audit else None
     audit = AuditTrail(audit_path, node_name=settings.node_name, cluster_name=settings.cluster_name)

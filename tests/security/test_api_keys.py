@@ -714,6 +714,19 @@ def test_invalidate_bad_ids(http: httpx.Client, key_http: Any, ids: list[str], p
     assert key_http(key).get("/_security/_authenticate").status_code == 200
 
 
+@pytest.mark.parametrize("field", ["foo", "id"])
+def test_invalidate_unknown_field(http: httpx.Client, key_http: Any, field: str) -> None:
+    """The body parser is strict; the single `id` is only accepted by the REST v7 compatibility parser."""
+    key = create_key(http)
+    content = f'{{"{field}":"{key["id"]}"}}'.encode()
+    response = http.request(
+        "DELETE", "/_security/api_key", content=content, headers={"content-type": "application/json"}
+    )
+    error = assert_es_error(response, 400, "x_content_parse_exception")
+    assert error["reason"].startswith(f"[1:2] [invalidate_api_key] unknown field [{field}]"), error["reason"]
+    assert key_http(key).get("/_security/_authenticate").status_code == 200
+
+
 # -- manage_own_api_key ------------------------------------------------------------------------
 
 

@@ -240,7 +240,6 @@ def _nothing(*_: object) -> None:
 @dataclass(frozen=True)
 class Route:
     name: str
-    method: str
     action: str
     granted_by: str
     uri: Callable[[Cell], str]
@@ -468,7 +467,6 @@ def _routes() -> dict[str, Route]:
     table = [
         Route(
             "main",
-            "GET",
             "cluster:monitor/main",
             MAIN_BY,
             uri=lambda c: "/",
@@ -477,7 +475,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "list_endpoints",
-            "GET",
             "cluster:monitor/xpack/inference/get",
             INFERENCE_READ_BY,
             uri=lambda c: "/_inference",
@@ -487,7 +484,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "get_endpoint",
-            "GET",
             "cluster:monitor/xpack/inference/get",
             INFERENCE_READ_BY,
             uri=lambda c: f"/_inference/{c.target}",
@@ -497,7 +493,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "services",
-            "GET",
             "cluster:monitor/xpack/inference/services/get",
             INFERENCE_READ_BY,
             uri=lambda c: "/_inference/_services",
@@ -506,7 +501,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "put_endpoint",
-            "PUT",
             "cluster:admin/xpack/inference/put",
             INFERENCE_WRITE_BY,
             uri=lambda c: f"/_inference/completion/{c.target}",
@@ -519,7 +513,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "update_endpoint",
-            "PUT",
             "cluster:admin/xpack/inference/update",
             INFERENCE_WRITE_BY,
             uri=lambda c: f"/_inference/{c.target}/_update",
@@ -530,7 +523,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "delete_endpoint",
-            "DELETE",
             "cluster:admin/xpack/inference/delete",
             INFERENCE_WRITE_BY,
             uri=lambda c: f"/_inference/{c.target}",
@@ -541,7 +533,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "infer",
-            "POST",
             "cluster:monitor/xpack/inference/post",
             INFERENCE_READ_BY,
             uri=lambda c: f"/_inference/completion/{c.target}",
@@ -551,7 +542,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "stream",
-            "POST",
             "cluster:monitor/xpack/inference/post/stream",
             INFERENCE_READ_BY,
             uri=lambda c: f"/_inference/completion/{c.target}/_stream",
@@ -561,7 +551,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "authenticate",
-            "GET",
             "cluster:admin/xpack/security/user/authenticate",
             "",
             uri=lambda c: "/_security/_authenticate",
@@ -570,7 +559,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "put_user",
-            "PUT",
             "cluster:admin/xpack/security/user/put",
             SECURITY_WRITE_BY,
             uri=lambda c: f"/_security/user/{c.target}",
@@ -583,7 +571,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "get_users",
-            "GET",
             "cluster:admin/xpack/security/user/get",
             SECURITY_READ_BY,
             uri=lambda c: "/_security/user",
@@ -592,7 +579,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "delete_user",
-            "DELETE",
             "cluster:admin/xpack/security/user/delete",
             SECURITY_WRITE_BY,
             uri=lambda c: f"/_security/user/{c.target}",
@@ -603,7 +589,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "change_password",
-            "PUT",
             "cluster:admin/xpack/security/user/change_password",
             SECURITY_WRITE_BY,
             uri=lambda c: f"/_security/user/{c.target}/_password",
@@ -614,7 +599,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "disable_user",
-            "PUT",
             "cluster:admin/xpack/security/user/set_enabled",
             SECURITY_WRITE_BY,
             uri=lambda c: f"/_security/user/{c.target}/_disable",
@@ -625,7 +609,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "put_role",
-            "PUT",
             "cluster:admin/xpack/security/role/put",
             SECURITY_WRITE_BY,
             uri=lambda c: f"/_security/role/{c.target}",
@@ -636,7 +619,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "get_roles",
-            "GET",
             "cluster:admin/xpack/security/role/get",
             SECURITY_READ_BY,
             uri=lambda c: "/_security/role",
@@ -645,7 +627,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "delete_role",
-            "DELETE",
             "cluster:admin/xpack/security/role/delete",
             SECURITY_WRITE_BY,
             uri=lambda c: f"/_security/role/{c.target}",
@@ -656,7 +637,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "create_api_key",
-            "PUT",
             "cluster:admin/xpack/security/api_key/create",
             KEY_CREATE_BY,
             uri=lambda c: "/_security/api_key",
@@ -667,7 +647,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "get_own_api_keys",
-            "GET",
             "cluster:admin/xpack/security/api_key/get",
             KEY_GET_OWN_BY_USER,
             uri=lambda c: "/_security/api_key?owner=true",
@@ -677,7 +656,6 @@ def _routes() -> dict[str, Route]:
         ),
         Route(
             "invalidate_own_api_keys",
-            "DELETE",
             "cluster:admin/xpack/security/api_key/invalidate",
             KEY_INVALIDATE_OWN_BY_USER,
             uri=lambda c: "/_security/api_key",
@@ -799,6 +777,7 @@ def test_matrix(principals: Principals, http: httpx.Client, who_name: str, route
             if who.key_failure is not None:
                 assert error["additional_unsuccessful_credentials"] == f"API key: {who.key_failure}"
             assert error["header"] == {"WWW-Authenticate": CHALLENGES}
+            assert "ApiKey" in headers["www-authenticate"]
             assert "x-elastic-product" not in headers
             route.unchanged(http, cell)
         elif (who_name, route_name) in BAD_REQUEST:

@@ -13,13 +13,14 @@ import pytest
 from inferd.services.base import ServiceContext
 from inferd.services.elasticsearch import ElasticsearchService
 from inferd.services.registry import ServiceRegistry
+from inferd.services.ssrf import UrlGuard
 from inferd.settings import ServerSettings
 from tests.support.sample_service import SampleService
 from tests.support.servers import PASSWORD, SubprocessServer
 
 
 def context(tmp_path: Path) -> ServiceContext:
-    return ServiceContext(ServerSettings(data_dir=tmp_path))
+    return ServiceContext(ServerSettings(data_dir=tmp_path), UrlGuard([]))
 
 
 def test_builtins_are_registered(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ class EndpointConfig:
     service_settings: JsonObject
     task_settings: JsonObject = field(default_factory=dict)
     chunking_settings: JsonObject | None = None
+    # Persisted facts a service needs later but ES never shows (e.g. whether the user set dimensions).
+    internal_settings: JsonObject = field(default_factory=dict)
 
     def to_dict(self) -> JsonObject:
         """The EndpointInfo object of ES, in its field order; empty task settings are omitted."""

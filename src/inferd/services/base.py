@@ -28,6 +28,7 @@ from inferd.services.schema import (
     secret_keys,
     updatable_keys,
 )
+from inferd.services.ssrf import UrlGuard
 from inferd.settings import ServerSettings
 
 PUT_BODY_KEYS = ("task_type", "service", "service_settings", "task_settings", "chunking_settings")
@@ -38,6 +39,7 @@ class ServiceContext:
     """What a service may use; passed in by build_app (no globals)."""
 
     settings: ServerSettings
+    url_guard: UrlGuard
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Service:
     task_types: ClassVar[tuple[TaskType, ...]]
     streaming_task_types: ClassVar[tuple[TaskType, ...]] = ()
     secret_settings_model: ClassVar[type[SettingsModel] | None] = None
+    # The scope ES names in errors about secret settings.
+    secret_scope: ClassVar[str] = "secret_settings"  # noqa: S105 - a settings scope name
     # False for aliases kept for old clients (ES lists only real services in _services).
     listed_in_services: ClassVar[bool] = True
 
@@ -93,6 +97,10 @@ class Service:
     def default_endpoints(self) -> Sequence[EndpointConfig]:
         """Preconfigured endpoints this service provides; their ids are reserved."""
         return ()
+
+    def internal_settings(self, task_type: TaskType, service_settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Facts about the request to keep with the endpoint but never show (ES's persist-only fields)."""
+        return {}
 
     def prepare_service_settings(self, task_type: TaskType, settings: dict[str, Any]) -> dict[str, Any]:
         """Fill in request-time defaults that depend on more than one field (before validation)."""
@@ -165,7 +173,7 @@ class Service:
         problems += found
         secrets: SettingsModel | None = None
         if secrets_model is not None:
-            secrets, found = parse_settings(secrets_model, secret_map, "secret_settings")
+            secrets, found = parse_settings(secrets_model, secret_map, self.secret_scope)
             problems += found
         task_settings, found = parse_settings(task_model, task_map, "task_settings")
         problems += found
@@ -194,6 +202,7 @@ class Service:
             service_settings=dump_settings(settings),
             task_settings=dump_settings(task_settings),
             chunking_settings=chunking,
+            internal_settings=self.internal_settings(task_type, plain_map),
         )
         return config, EndpointSecrets(dump_secrets(secrets))
 
@@ -211,7 +220,7 @@ class Service:
         parsed_secrets = None
         if secrets is not None and self.secret_settings_model is not None:
             parsed_secrets, found = parse_settings(
-                self.secret_settings_model, secrets.values, "secret_settings", lenient=True
+                self.secret_settings_model, secrets.values, self.secret_scope, lenient=True
             )
             problems += found
         if problems or settings is None or task_settings is None:
@@ -271,7 +280,7 @@ class Service:
         new_secrets_map = {**secrets.values, **secret_patch}
         new_secrets: SettingsModel | None = None
         if self.secret_settings_model is not None:
-            new_secrets, found = parse_settings(self.secret_settings_model, new_secrets_map, "secret_settings")
+            new_secrets, found = parse_settings(self.secret_settings_model, new_secrets_map, self.secret_scope)
             problems += found
         new_task, found = parse_settings(task_model, {**config.task_settings, **task_patch}, "task_settings")
         problems += found

@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 from inferd.core.endpoint import EndpointConfig
 from inferd.services.base import Service, ServiceContext
 from inferd.services.elasticsearch import ElasticsearchService, ElserService
+from inferd.services.openai import OpenAiService
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ ENTRY_POINT_GROUP = "inferd.services"
 BUILTIN_SERVICES: tuple[type[Service], ...] = (
     ElasticsearchService,
     ElserService,
+    OpenAiService,
 )
 
 

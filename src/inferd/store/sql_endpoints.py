@@ -25,6 +25,7 @@ def _config_from_row(row: Any) -> EndpointConfig:
         service_settings=config.get("service_settings", {}),
         task_settings=config.get("task_settings", {}),
         chunking_settings=config.get("chunking_settings"),
+        internal_settings=config.get("internal_settings", {}),
     )
 
 
@@ -35,6 +36,8 @@ def _config_json(config: EndpointConfig) -> str:
     }
     if config.chunking_settings is not None:
         body["chunking_settings"] = config.chunking_settings
+    if config.internal_settings:
+        body["internal_settings"] = config.internal_settings
     return orjson.dumps(body).decode()
 
 
