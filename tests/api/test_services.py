@@ -58,7 +58,8 @@ def test_entry_shape(http: httpx.Client) -> None:
             assert [k for k in FIELD_KEY_ORDER if k in field] == list(field), (entry["service"], key)
             assert {"label", "required", "sensitive", "updatable", "supported_task_types"} <= set(field)
             assert isinstance(field["label"], str)
-            assert field["type"] in ("str", "int", "list", "bool"), (entry["service"], key, field["type"])
+            # ES 9.x field types; "map" arrived with custom headers (e.g. openai task_settings.headers).
+            assert field["type"] in ("str", "int", "list", "bool", "map"), (entry["service"], key, field["type"])
             for flag in ("required", "sensitive", "updatable"):
                 assert isinstance(field[flag], bool)
             supported = field["supported_task_types"]

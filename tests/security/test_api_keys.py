@@ -26,8 +26,20 @@ ANONYMOUS_NOT_ALLOWED = (
 )
 URLSAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 CREATE_FIELDS = ["id", "name", "api_key", "encoded"]
-KEY_FIELDS = ["id", "name", "type", "creation", "invalidated", "username", "realm", "realm_type", "metadata"]
-KEY_FIELDS += ["role_descriptors"]
+# GET api key entry fields in ES's order (ApiKey.innerToXContent); `expiration` follows `creation` and
+# `invalidation` follows `invalidated` when set, `limited_by` comes last when asked for.
+KEY_FIELDS = [
+    "id",
+    "name",
+    "type",
+    "creation",
+    "invalidated",
+    "username",
+    "realm",
+    "realm_type",
+    "metadata",
+    "role_descriptors",
+]
 INVALIDATE_FIELDS = ["invalidated_api_keys", "previously_invalidated_api_keys", "error_count"]
 NOTHING_INVALIDATED = {"invalidated_api_keys": [], "previously_invalidated_api_keys": [], "error_count": 0}
 API_KEY_REALM = {"name": "_es_api_key", "type": "_es_api_key"}

@@ -311,8 +311,12 @@ def test_api_key_changes_are_recorded(audited: RunningServer, admin: httpx.Clien
     invalidated = admin.request("DELETE", "/_security/api_key", json={"ids": [key_id]})
     assert invalidated.json()["invalidated_api_keys"] == [key_id]
 
+    # As ES records it: the change under "create", the caller in the usual fields.
     create_event = wait_for_event(
-        path, matches(**{"event.action": "create_apikey", "apikey.id": key_id, "apikey.name": name})
+        path,
+        lambda e: (
+            e.get("event.action") == "create_apikey" and e.get("create") == {"apikey": {"id": key_id, "name": name}}
+        ),
     )
     assert_common(create_event)
     assert create_event["event.type"] == "security_config_change"
@@ -324,6 +328,7 @@ def test_api_key_changes_are_recorded(audited: RunningServer, admin: httpx.Clien
     assert_common(invalidate_event)
     assert invalidate_event["event.type"] == "security_config_change"
     assert invalidate_event["user.name"] == "elastic"
+    assert invalidate_event["invalidate"] == {"apikeys": {"ids": [key_id]}}
     assert_request_fields(invalidate_event, "DELETE", "/_security/api_key")
 
 

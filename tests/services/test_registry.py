@@ -25,7 +25,16 @@ def context(tmp_path: Path) -> ServiceContext:
 
 def test_builtins_are_registered(tmp_path: Path) -> None:
     registry = ServiceRegistry.load(context(tmp_path))
-    assert [s.name for s in registry.all()] == ["elasticsearch", "elser"]
+    assert [s.name for s in registry.all()] == [
+        "anthropic",
+        "azureopenai",
+        "cohere",
+        "elasticsearch",
+        "elser",
+        "hugging_face",
+        "mistral",
+        "openai",
+    ]
     assert [d.inference_id for d in registry.default_endpoints()] == [
         ".elser-2-elasticsearch",
         ".multilingual-e5-small-elasticsearch",
@@ -84,9 +93,9 @@ def test_a_service_installed_as_an_entry_point_is_served(tmp_path: Path) -> None
     running = server.start()
     try:
         with httpx.Client(base_url=running.url, auth=("elastic", PASSWORD)) as http:
-            services = http.get("/_inference/_services/completion").json()
-            assert [s["service"] for s in services] == ["my_plugin"]
-            assert services[0]["configurations"]["url"]["required"] is True
+            services = {s["service"]: s for s in http.get("/_inference/_services/completion").json()}
+            assert "my_plugin" in services
+            assert services["my_plugin"]["configurations"]["url"]["required"] is True
             put = http.put(
                 "/_inference/completion/p1", json={"service": "my_plugin", "service_settings": {"url": "http://x"}}
             )

@@ -51,8 +51,10 @@ def request_info(request: Request) -> RequestInfo:
     return info
 
 
-def authorize(request: Request, action: Action) -> Grant:
-    return app_state(request).authorizer.authorize(principal(request), action, request_info(request))
+def authorize(request: Request, action: Action, *, own_keys_would_do: bool | None = None) -> Grant:
+    return app_state(request).authorizer.authorize(
+        principal(request), action, request_info(request), own_keys_would_do=own_keys_would_do
+    )
 
 
 def authorize_endpoint(request: Request, grant: Grant, action: Action, inference_id: str) -> None:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from inferd.api.params import flag_param
 from inferd.api.render import json_response
-from inferd.core.errors import InferdError, SimpleError
+from inferd.core.errors import InferdError, SimpleError, XContentParseError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,21 @@ def _exception_object(exc: InferdError, trace: bool) -> dict[str, Any]:
     return body
 
 
+# Causes that are plain Java exceptions in ES; the others are Elasticsearch exceptions.
+_JAVA_EXCEPTIONS = frozenset({"illegal_argument_exception", "json_parse_exception", "number_format_exception"})
+
+
+def _root_cause(exc: InferdError) -> InferdError:
+    """ES's guess: a parse error caused by an Elasticsearch exception reports that exception as the root."""
+    if (
+        isinstance(exc, XContentParseError)
+        and exc.caused_by is not None
+        and exc.caused_by.es_type not in _JAVA_EXCEPTIONS
+    ):
+        return _root_cause(exc.caused_by)
+    return exc
+
+
 def error_body(exc: InferdError, *, trace: bool = False) -> dict[str, Any]:
     if isinstance(exc, SimpleError):
         simple: dict[str, Any] = {"error": exc.reason}
@@ -47,8 +62,8 @@ def error_body(exc: InferdError, *, trace: bool = False) -> dict[str, Any]:
         return simple
     # ES never shows stack traces for authentication failures.
     trace = trace and exc.status != 401
-    # root_cause lists the exception itself without its causes (we have no wrapper exceptions).
-    root = _exception_object(exc, trace)
+    # root_cause lists the root exception without its causes.
+    root = _exception_object(_root_cause(exc), trace)
     error = {"root_cause": [root], **_cause_chain(exc, trace)}
     return {"error": error, "status": exc.status}
 

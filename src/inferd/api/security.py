@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,7 +12,6 @@ from inferd.api.params import check_params
 from inferd.api.render import json_response
 from inferd.auth.api_keys import GET_PARAMS
 from inferd.auth.privileges import Action
-from inferd.auth.roles import Grant
 
 router = APIRouter()
 
@@ -31,8 +28,9 @@ def _names(value: str | None) -> list[str]:
     return [n for n in (value or "").split(",") if n]
 
 
-def _audit(request: Request, change: str, **details: object) -> None:
-    app_state(request).authorizer.config_change(principal(request), change, request_info(request), **details)
+def _audit(request: Request, event_action: str, **details: object) -> None:
+    """A security change, recorded as ES records it: e.g. put={"user": {"name": ...}}; never a secret."""
+    app_state(request).authorizer.config_change(principal(request), event_action, request_info(request), **details)
 
 
 # -- users (the _password, _enable and _disable routes come before /user/{username}) ------------
@@ -46,7 +44,7 @@ async def _change_password(request: Request, username: str | None) -> Response:
     if not (target == caller.username and caller.api_key is None and caller.authentication_type == "realm"):
         authorize(request, Action.CHANGE_PASSWORD)
     await app_state(request).security.change_password(target, await _body(request))
-    _audit(request, "change_password", **{"user.target": target})
+    _audit(request, "change_password", change={"password": {"user": {"name": target}}})
     return json_response(request, {})
 
 
@@ -63,7 +61,8 @@ async def change_password(request: Request, username: str) -> Response:
 async def _set_enabled(request: Request, username: str, enabled: bool) -> Response:
     check_params(request, ("refresh",))
     await app_state(request).security.set_enabled(principal(request), username, enabled)
-    _audit(request, "change_enable_user" if enabled else "change_disable_user", **{"user.target": username})
+    change = "enable" if enabled else "disable"
+    _audit(request, f"change_{change}_user", change={change: {"user": {"name": username}}})
     return json_response(request, {})
 
 
@@ -85,7 +84,7 @@ async def disable_user(request: Request, username: str) -> Response:
 async def put_user(request: Request, username: str) -> Response:
     check_params(request, ("refresh",))
     created = await app_state(request).security.put_user(username, await _body(request))
-    _audit(request, "put_user", **{"user.target": username})
+    _audit(request, "put_user", put={"user": {"name": username}})
     return json_response(request, {"created": created})
 
 
@@ -107,7 +106,7 @@ async def get_users(request: Request, username: str) -> Response:
 async def delete_user(request: Request, username: str) -> Response:
     check_params(request, ("refresh",))
     status, body = await app_state(request).security.delete_user(username)
-    _audit(request, "delete_user", **{"user.target": username})
+    _audit(request, "delete_user", delete={"user": {"name": username}})
     return json_response(request, body, status)
 
 
@@ -124,7 +123,7 @@ async def who_am_i(request: Request) -> Response:
 async def put_role(request: Request, name: str) -> Response:
     check_params(request, ("refresh",))
     created = await app_state(request).security.put_role(name, await _body(request))
-    _audit(request, "put_role", **{"role.name": name})
+    _audit(request, "put_role", put={"role": {"name": name}})
     return json_response(request, {"role": {"created": created}})
 
 
@@ -146,7 +145,7 @@ async def get_roles(request: Request, name: str) -> Response:
 async def delete_role(request: Request, name: str) -> Response:
     check_params(request, ("refresh",))
     status, body = await app_state(request).security.delete_role(name)
-    _audit(request, "delete_role", **{"role.name": name})
+    _audit(request, "delete_role", delete={"role": {"name": name}})
     return json_response(request, body, status)
 
 
@@ -158,22 +157,37 @@ async def create_api_key(request: Request) -> Response:
     check_params(request, ("refresh",))
     raw = await read_raw_body(request, app_state(request).settings.max_content_length)
     body = await app_state(request).api_keys.create(principal(request), json_object(raw), raw)
-    _audit(request, "create_apikey", **{"apikey.id": body["id"], "apikey.name": body["name"]})
+    _audit(request, "create_apikey", create={"apikey": {"id": body["id"], "name": body["name"]}})
     return json_response(request, body)
 
 
+def _about_own_keys(request: Request, owner: bool, username: object, realm: object) -> bool:
+    """Whether a get/invalidate request names only the caller's keys (what manage_own_api_key allows)."""
+    caller = principal(request)
+    if caller.api_key is not None:
+        return False
+    return owner or (username == caller.username and realm == caller.realm.name)
+
+
 @router.get("/_security/api_key")
-async def get_api_keys(request: Request, grant: Annotated[Grant, Depends(require(Action.GET_API_KEY))]) -> Response:
+async def get_api_keys(request: Request) -> Response:
     check_params(request, GET_PARAMS)
-    status, body = await app_state(request).api_keys.get(principal(request), grant, request.query_params)
+    params = request.query_params
+    own = _about_own_keys(
+        request, params.get("owner") in ("", "true"), params.get("username"), params.get("realm_name")
+    )
+    grant = authorize(request, Action.GET_API_KEY, own_keys_would_do=own)
+    status, body = await app_state(request).api_keys.get(principal(request), grant, params)
     return json_response(request, body, status)
 
 
 @router.delete("/_security/api_key")
-async def invalidate_api_keys(
-    request: Request, grant: Annotated[Grant, Depends(require(Action.INVALIDATE_API_KEY))]
-) -> Response:
+async def invalidate_api_keys(request: Request) -> Response:
     check_params(request, ("refresh",))
-    body = await app_state(request).api_keys.invalidate(principal(request), grant, await _body(request))
-    _audit(request, "invalidate_apikeys", **{"apikey.ids": body["invalidated_api_keys"]})
-    return json_response(request, body)
+    raw = await read_raw_body(request, app_state(request).settings.max_content_length)
+    body = json_object(raw)
+    own = _about_own_keys(request, body.get("owner") is True, body.get("username"), body.get("realm_name"))
+    grant = authorize(request, Action.INVALIDATE_API_KEY, own_keys_would_do=own)
+    result = await app_state(request).api_keys.invalidate(principal(request), grant, body, raw)
+    _audit(request, "invalidate_apikeys", invalidate={"apikeys": {"ids": result["invalidated_api_keys"]}})
+    return json_response(request, result)

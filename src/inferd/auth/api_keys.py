@@ -16,7 +16,7 @@ from inferd.auth.authenticator import now_ms
 from inferd.auth.passwords import hash_api_key_secret
 from inferd.auth.principal import Principal, denied
 from inferd.auth.privileges import Action
-from inferd.auth.roles import Grant, parse_role_body
+from inferd.auth.roles import Grant, parse_role_body, render_role
 from inferd.core.errors import ActionRequestValidationError, IllegalArgument, XContentParseError
 from inferd.core.json_locations import KeyLocator, token_name
 from inferd.core.suggest import did_you_mean
@@ -24,6 +24,8 @@ from inferd.store.base import ApiKeyQuery, ApiKeyRecord, ApiKeyStore
 
 CREATE_PARSER = "api_key_request"
 CREATE_FIELDS = ("name", "expiration", "role_descriptors", "metadata")
+INVALIDATE_PARSER = "invalidate_api_key"
+INVALIDATE_FIELDS = ("ids", "name", "username", "realm_name", "owner")
 GET_PARAMS = ("id", "name", "username", "realm_name", "owner", "active_only", "with_limited_by", "with_profile_uid")
 
 
@@ -43,10 +45,10 @@ def render_key(key: ApiKeyRecord, *, with_limited_by: bool) -> dict[str, Any]:
         realm=key.realm,
         realm_type=key.realm_type,
         metadata=key.metadata,
-        role_descriptors=key.role_descriptors,
+        role_descriptors={name: render_role(d) for name, d in key.role_descriptors.items()},
     )
     if with_limited_by:
-        body["limited_by"] = [key.limited_by]
+        body["limited_by"] = [{name: render_role(d) for name, d in key.limited_by.items()}]
     return body
 
 
@@ -103,7 +105,13 @@ class ApiKeyService:
         created = now_ms()
         expiration_ms = None
         if body.get("expiration") is not None:
-            seconds = self._parse_time_value("expiration", str(body["expiration"]))
+            try:
+                seconds = self._parse_time_value("expiration", str(body["expiration"]))
+            except IllegalArgument as exc:
+                # Parsed inside ES's request builder, which wraps what it throws.
+                raise XContentParseError(
+                    f"Failed to build [{CREATE_PARSER}] after last required field arrived", caused_by=exc
+                ) from None
             expiration_ms = created + int(seconds) * 1000
         key_id, secret = _urlsafe_id(15), _urlsafe_id(16)
         owner_realm = caller.api_key.owner_realm if caller.api_key else caller.realm
@@ -160,20 +168,22 @@ class ApiKeyService:
             return 404, body
         return 200, body
 
-    async def invalidate(self, caller: Principal, grant: Grant, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def invalidate(
+        self, caller: Principal, grant: Grant, body: Mapping[str, Any], raw: bytes = b""
+    ) -> dict[str, Any]:
+        locate = KeyLocator(raw)
+        for key in body:
+            if key not in INVALIDATE_FIELDS:
+                raise XContentParseError(
+                    f"{locate.key(key)} [{INVALIDATE_PARSER}] unknown field [{key}]"
+                    f"{did_you_mean(key, INVALIDATE_FIELDS, arrow=False)}"
+                )
         ids = body.get("ids")
-        if body.get("id") is not None:
-            ids = [body["id"]]
         name, username, realm = body.get("name"), body.get("username"), body.get("realm_name")
         owner = body.get("owner") is True
+        if ids is not None:
+            _check_ids(ids)
         problems = []
-        if ids is not None and not isinstance(ids, list):
-            raise IllegalArgument("[ids] must be an array of API key ids")
-        if ids == []:
-            problems.append("Field [ids] cannot be an empty array")
-        for i, value in enumerate(ids or []):
-            if not isinstance(value, str) or not value.strip():
-                problems.append(f"Field [ids] must not contain blank id, but got blank id at index position: [{i}]")
         if not owner and not (ids or name or username or realm):
             problems.append(
                 "One of [api key id(s), api key name, username, realm name] must be specified if [owner] flag is false"
@@ -199,15 +209,39 @@ class ApiKeyService:
     ) -> ApiKeyQuery:
         """Limit a query to the caller's keys when asked to (owner=true), or when that is all they may touch."""
         own_realm = caller.api_key.owner_realm if caller.api_key else caller.realm
+        if not grant.own_keys_only:
+            return replace(query, owner=caller.username, realm=own_realm.name) if owner else query
+        if caller.api_key is not None:
+            # An API key owns no other keys; it may only read itself.
+            if action == Action.GET_API_KEY and not owner and query.ids == (caller.api_key.id,):
+                return query
+            raise denied(caller, action, own_keys_would_do=False)
         if owner:
             return replace(query, owner=caller.username, realm=own_realm.name)
-        if not grant.own_keys_only:
-            return query
-        if caller.api_key is not None and query.ids == (caller.api_key.id,):
-            return query
         if query.owner == caller.username and query.realm == own_realm.name:
             return query
-        raise denied(caller, action)
+        raise denied(caller, action, own_keys_would_do=False)
+
+
+def _check_ids(ids: Any) -> None:
+    """ES checks `ids` while building the request, so failures come wrapped in a parse error."""
+    problem = None
+    if not isinstance(ids, list):
+        problem = "[ids] must be an array of API key ids"
+    elif not ids:
+        problem = "Field [ids] cannot be an empty array"
+    else:
+        blank = [i for i, value in enumerate(ids) if not isinstance(value, str) or not value.strip()]
+        if len(blank) == 1:
+            problem = f"Field [ids] must not contain blank id, but got blank id at index position: [{blank[0]}]"
+        elif blank:
+            positions = ", ".join(str(i) for i in blank)
+            problem = f"Field [ids] must not contain blank ids, but got blank ids at index positions: [{positions}]"
+    if problem:
+        raise XContentParseError(
+            f"Failed to build [{INVALIDATE_PARSER}] after last required field arrived",
+            caused_by=ActionRequestValidationError([problem]),
+        )
 
 
 def _grants_anything(descriptor: Mapping[str, Any]) -> bool:

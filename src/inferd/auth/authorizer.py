@@ -46,11 +46,13 @@ class Authorizer:
     def __init__(self, audit: AuditTrail) -> None:
         self.audit = audit
 
-    def authorize(self, principal: Principal, action: str, info: RequestInfo) -> Grant:
+    def authorize(
+        self, principal: Principal, action: str, info: RequestInfo, *, own_keys_would_do: bool | None = None
+    ) -> Grant:
         grant = principal.grant(action)
         self._record(grant is not None, principal, action, info)
         if grant is None:
-            raise denied(principal, action)
+            raise denied(principal, action, own_keys_would_do=own_keys_would_do)
         return grant
 
     def authorize_endpoint(
@@ -67,22 +69,15 @@ class Authorizer:
     def _record(
         self, allowed: bool, principal: Principal, action: str, info: RequestInfo, inference_id: str | None = None
     ) -> None:
-        self.audit.event(
-            "transport",
-            "access_granted" if allowed else "access_denied",
-            **principal_fields(principal),
-            **request_fields(info),
-            action=action,
-            **{"inference.id": inference_id},
-        )
+        fields = {**principal_fields(principal), **request_fields(info), "action": action, "inference.id": inference_id}
+        self.audit.event("transport", "access_granted" if allowed else "access_denied", **fields)
 
     def authentication_failed(self, info: RequestInfo, username: str | None, *, anonymous: bool = False) -> None:
         """A refused login; ES names a request without credentials `anonymous_access_denied`."""
         action = "anonymous_access_denied" if anonymous else "authentication_failed"
         self.audit.event("rest", action, **{"user.name": username}, **request_fields(info))
 
-    def config_change(self, principal: Principal, change: str, info: RequestInfo, **details: object) -> None:
+    def config_change(self, principal: Principal, event_action: str, info: RequestInfo, **details: object) -> None:
         """A security change (user, role, API key); `details` never holds a password or key secret."""
-        self.audit.event(
-            "security_config_change", change, **principal_fields(principal), **request_fields(info), **details
-        )
+        fields = {**principal_fields(principal), **request_fields(info), **details}
+        self.audit.event("security_config_change", event_action, **fields)

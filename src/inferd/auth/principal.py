@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferd.auth.privileges import Action, granting_privileges
+from inferd.auth.privileges import CONDITIONAL_PRIVILEGES, Action, granting_privileges
 from inferd.auth.roles import EndpointScope, Grant, RoleSet
 from inferd.core.errors import AuthorizationError
 
@@ -54,6 +54,12 @@ class Principal:
     def grant(self, action: str) -> Grant | None:
         if action == Action.AUTHENTICATE:
             return Grant(EndpointScope(), own_keys_only=False)  # every caller may ask who they are
+        granted = self._role_grant(action)
+        if granted is None and self.api_key is not None and action == Action.GET_API_KEY:
+            return Grant(EndpointScope(), own_keys_only=True)  # a key may always read itself
+        return granted
+
+    def _role_grant(self, action: str) -> Grant | None:
         own = self.role_set.grant(action)
         if own is None or self.limited_by is None:
             return own
@@ -72,12 +78,21 @@ class Principal:
         return text
 
 
-def denied(principal: Principal, action: str, *, inference_id: str | None = None) -> AuthorizationError:
+def denied(
+    principal: Principal, action: str, *, inference_id: str | None = None, own_keys_would_do: bool | None = None
+) -> AuthorizationError:
+    """ES's 403. Like ES, conditional privileges are named only if they would grant this request:
+    `own_keys_would_do` says whether the request is about the caller's own keys (None: not known,
+    which an API key never is: a key owns no other keys)."""
     if inference_id is not None:
         return AuthorizationError(
             f"action [{action}] is unauthorized for {principal.describe()} on inference endpoint [{inference_id}]"
         )
-    privileges = ",".join(granting_privileges(action))
+    if own_keys_would_do is None:
+        # Creating a key is always one's own; other key actions never are for a key.
+        own_keys_would_do = action == Action.CREATE_API_KEY or principal.api_key is None
+    conditional_ok = own_keys_would_do
+    privileges = ",".join(p for p in granting_privileges(action) if conditional_ok or p not in CONDITIONAL_PRIVILEGES)
     return AuthorizationError(
         f"action [{action}] is unauthorized for {principal.describe()}, "
         f"this action is granted by the cluster privileges [{privileges}]"

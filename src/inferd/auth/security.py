@@ -147,12 +147,15 @@ class SecurityService:
             raise ValidationError([f"only existing users can be {'enabled' if enabled else 'disabled'}"])
 
     async def authenticate(self, principal: Principal) -> dict[str, Any]:
+        metadata = dict(principal.metadata)
+        if principal.api_key is None and principal.username in RESERVED_USERS:
+            metadata["_reserved"] = True
         body: dict[str, Any] = {
             "username": principal.username,
             "roles": list(principal.roles),
             "full_name": principal.full_name,
             "email": principal.email,
-            "metadata": principal.metadata,
+            "metadata": metadata,
             "enabled": True,
             "authentication_realm": principal.realm.to_dict(),
             "lookup_realm": principal.realm.to_dict(),

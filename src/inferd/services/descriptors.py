@@ -59,7 +59,7 @@ def service_descriptor(service: Service) -> dict[str, Any]:
     task_types = [t for t in TaskType.concrete() if t in service.task_types]
     fields: dict[str, tuple[_Leaf, list[TaskType]]] = {}
     for task in task_types:
-        models = [service.service_settings_model(task)]
+        models = [service.service_settings_model(task), service.task_settings_model(task)]
         if service.secret_settings_model is not None:
             models.append(service.secret_settings_model)
         for model in models:

@@ -74,9 +74,14 @@ def describe_status(response: httpx.Response) -> str:
     return UNSUCCESSFUL
 
 
-def upstream_error(inference_id: str, response: httpx.Response, message: str | None) -> UpstreamError:
+def upstream_error(
+    inference_id: str,
+    response: httpx.Response,
+    message: str | None,
+    describe: Callable[[httpx.Response], str] = describe_status,
+) -> UpstreamError:
     status = response.status_code
-    reason = f"{describe_status(response)} for request from inference entity id [{inference_id}] status [{status}]"
+    reason = f"{describe(response)} for request from inference entity id [{inference_id}] status [{status}]"
     if message:
         reason += f". Error message: [{message}]"
     return UpstreamError(reason, status=es_status(response.status_code))
@@ -132,6 +137,9 @@ class ProviderCall:
     headers: Mapping[str, str] = field(default_factory=dict)
     requests_per_minute: int = 0  # 0: no client-side limit
     label: str = "provider"  # e.g. "OpenAI embeddings", used in "Failed to send ..." messages
+    # How a failed status is worded, and whether it is worth retrying (services may differ, as in ES).
+    describe: Callable[[httpx.Response], str] = describe_status
+    retryable: Callable[[httpx.Response], bool] = is_retryable
 
 
 ErrorParser = Callable[[httpx.Response], str | None]
@@ -202,8 +210,8 @@ class ProviderHttp:
                 if response.is_success:
                     return response
                 await response.aread()
-                failure = upstream_error(call.inference_id, response, parse_error(response))
-                if not is_retryable(response):
+                failure = upstream_error(call.inference_id, response, parse_error(response), call.describe)
+                if not call.retryable(response):
                     raise failure
                 retry_after = retry_after_seconds(response)
             delay = self._policy.delay(attempt, retry_after)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
@@ -17,9 +18,10 @@ from pydantic_core import PydanticCustomError
 
 from inferd.core.errors import InferdError, StatusError
 from inferd.core.inference import InferenceRequest
-from inferd.core.tasks import TaskType
+from inferd.core.results import EmbeddingElementType
+from inferd.core.tasks import InputType, TaskType
 from inferd.services.base import Endpoint, Service, ServiceContext
-from inferd.services.http import ErrorParser, ProviderCall, ProviderHttp
+from inferd.services.http import ErrorParser, ProviderCall, ProviderHttp, describe_status, is_retryable
 from inferd.services.schema import PositiveInteger, SettingsModel, dump_settings
 
 VALIDATION_INPUT = "how big"
@@ -99,6 +101,14 @@ class ProviderService(Service):
 
     # -- calls -------------------------------------------------------------------------------
 
+    def describe_status(self, response: httpx.Response) -> str:
+        """How a failed status is worded in errors; services whose ES handler words it otherwise override."""
+        return describe_status(response)
+
+    def is_retryable(self, response: httpx.Response) -> bool:
+        """Which failed statuses are retried (429 and 5xx unless a service knows better)."""
+        return is_retryable(response)
+
     def call(self, endpoint: Endpoint, url: str, body: Any, headers: dict[str, str], what: str) -> ProviderCall:
         limit = getattr(endpoint.service_settings, "rate_limit", None)
         return ProviderCall(
@@ -108,6 +118,8 @@ class ProviderService(Service):
             headers=headers,
             requests_per_minute=limit.requests_per_minute if isinstance(limit, RateLimit) else 0,
             label=f"{self.provider_label} {what}",
+            describe=self.describe_status,
+            retryable=self.is_retryable,
         )
 
     async def post(self, call: ProviderCall, parse_error: ErrorParser) -> Any:
@@ -148,10 +160,14 @@ class ProviderService(Service):
         request = InferenceRequest(input=[VALIDATION_INPUT])
         match endpoint.task_type:
             case TaskType.TEXT_EMBEDDING:
-                result = await self.text_embedding(endpoint, request)
+                # ES validates as an ingest call (documents, not queries).
+                result = await self.text_embedding(endpoint, replace(request, input_type=InputType.INGEST))
                 if not result.embeddings:
                     raise StatusError("Could not determine embedding size")
-                return self._with_embedding_facts(endpoint, len(result.embeddings[0]))
+                size = len(result.embeddings[0])
+                if result.element_type is EmbeddingElementType.BIT:
+                    size *= 8  # bits packed eight to a byte
+                return self._with_embedding_facts(endpoint, size)
             case TaskType.RERANK:
                 await self.rerank(endpoint, InferenceRequest(input=[VALIDATION_INPUT], query=VALIDATION_QUERY))
             case TaskType.COMPLETION:

@@ -11,8 +11,13 @@ from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 
 from inferd.core.endpoint import EndpointConfig
+from inferd.services.anthropic import AnthropicService
+from inferd.services.azureopenai import AzureOpenAiService
 from inferd.services.base import Service, ServiceContext
+from inferd.services.cohere import CohereService
 from inferd.services.elasticsearch import ElasticsearchService, ElserService
+from inferd.services.hugging_face import HuggingFaceService
+from inferd.services.mistral import MistralService
 from inferd.services.openai import OpenAiService
 
 log = logging.getLogger(__name__)
@@ -23,6 +28,11 @@ BUILTIN_SERVICES: tuple[type[Service], ...] = (
     ElasticsearchService,
     ElserService,
     OpenAiService,
+    AzureOpenAiService,
+    CohereService,
+    HuggingFaceService,
+    AnthropicService,
+    MistralService,
 )
 
 

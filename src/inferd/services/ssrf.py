@@ -43,7 +43,9 @@ class UrlGuard:
         self._verdicts: dict[str, tuple[float, str | None]] = {}
 
     def trusted(self, url: str) -> bool:
-        return any(p.fullmatch(url) for p in self._trusted)
+        # A base URL without a path is the same as one ending in "/", so `http://host:1/.*` covers it.
+        candidates = {url, url + "/"} if httpx.URL(url).path in ("", "/") else {url}
+        return any(p.fullmatch(c) for p in self._trusted for c in candidates)
 
     async def check(self, url: str) -> None:
         """Raise a 400 if the URL must not be called."""
