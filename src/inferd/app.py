@@ -33,6 +33,8 @@ from inferd.auth.throttle import FailureThrottle
 from inferd.core.dispatch import Dispatcher
 from inferd.core.endpoints import EndpointManager
 from inferd.core.errors import InferdError, SimpleError
+from inferd.engine.batcher import BatchLimits
+from inferd.engine.engine import Engine, EngineLimits
 from inferd.services.base import Service, ServiceContext
 from inferd.services.registry import ServiceRegistry
 from inferd.services.ssrf import UrlGuard
@@ -108,16 +110,33 @@ def open_store(settings: ServerSettings) -> SqlStore:
     return open_sqlite_store(settings.database_path, cipher)
 
 
+def default_engine(settings: ServerSettings) -> Engine:
+    """Local models: delivered from their pinned wheels, run by their runtimes."""
+    from inferd.engine.fetch import ModelDelivery
+    from inferd.engine.runtimes import load_runtime
+
+    limits = EngineLimits(
+        batch=BatchLimits(settings.max_batch_tokens, settings.max_batch_items, settings.max_queue),
+        threads=settings.model_threads,
+        idle_seconds=settings.adaptive_idle_seconds,
+    )
+    return Engine(ModelDelivery(settings), load_runtime, limits)
+
+
 def build_app(
     settings: ServerSettings,
     *,
     extra_services: Sequence[type[Service]] = (),
     password_sink: PasswordSink = _print_password,
+    engine: Engine | None = None,
 ) -> FastAPI:
-    """The whole server. `extra_services` registers services beside the built-ins and plugins."""
+    """The whole server. `extra_services` registers services beside the built-ins and plugins;
+    `engine` replaces the local model engine (tests use a weightless one)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no code path may reach a model hub
     store = open_store(settings)
-    registry = ServiceRegistry.load(ServiceContext(settings, UrlGuard(settings.trusted_url_patterns)), extra_services)
+    engine = engine or default_engine(settings)
+    context = ServiceContext(settings, UrlGuard(settings.trusted_url_patterns), engine)
+    registry = ServiceRegistry.load(context, extra_services)
     manager = EndpointManager(store, registry)
     audit_path = settings.data_dir / AUDIT_FILE if settings.security and settings.audit else None
     audit = AuditTrail(audit_path, node_name=settings.node_name, cluster_name=settings.cluster_name)
@@ -150,6 +169,7 @@ def build_app(
         try:
             yield
         finally:
+            await engine.close()
             await registry.close()
             await store.close()
             audit.close()

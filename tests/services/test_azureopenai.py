@@ -29,15 +29,15 @@ from tests.fakes.azureopenai import (
 from tests.fakes.openai import vector
 from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
 
-# Matches the `url` base checked at PUT and the full deployment URLs called later.
-LOOPBACK = r"http://127\.0\.0\.1:\d+(/.*)?"
+# Also covers the `url` base (no path) checked at PUT: the guard matches it as if it ended in "/".
+LOOPBACK = r"http://127\.0\.0\.1:\d+/.*"
 FAST_RETRIES = {"http_retry_initial_delay": 0.01, "http_retry_max_delay": 0.05, "http_max_retries": 3}
 BOM = b"\xef\xbb\xbf"
 CREATION_FAILED = "Could not complete inference endpoint creation as validation call to service threw an exception."
 
 
 def server(data_dir: Path, **settings: Any) -> ThreadedServer:
-    """An inferd server with the azureopenai service (the one place it is added until it is registered)."""
+    """An inferd server (every server of this file)."""
     return ThreadedServer(data_dir, **settings)
 
 
@@ -489,18 +489,57 @@ def test_429_is_retried_after_retry_after(http: httpx.Client, fake: FakeAzureOpe
     assert time.monotonic() - started >= 1.0  # Azure's Retry-After was waited out
 
 
-def test_a_429_that_persists_is_a_429(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
+def test_a_429_that_persists_is_a_429_naming_what_remains(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
     put(http, "/_inference/completion/az-429s", chat_body(fake))
     fake.requests.clear()
-    fake.then(429, {"error": {"code": "429", "message": "Rate limit is exceeded."}}, times=10)
+    headers = {"x-ratelimit-remaining-requests": "0"}
+    fake.then(429, {"error": {"code": "429", "message": "Rate limit is exceeded."}}, headers=headers, times=10)
     assert_es_error(
         http.post("/_inference/completion/az-429s", json={"input": "x"}),
         429,
         "status_exception",
-        "Received a rate limit status code for request from inference entity id [az-429s] status [429]. "
-        "Error message: [Rate limit is exceeded.]",
+        "Received a rate limit status code. Remaining tokens [unknown]. Remaining requests [0]. for request from "
+        "inference entity id [az-429s] status [429]. Error message: [Rate limit is exceeded.]",
     )
     assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+
+
+@pytest.mark.parametrize(
+    ("status", "wording", "attempts"),
+    [
+        (403, "Received an unsuccessful status code", 1),
+        (413, "Received a content too large status code", 1),
+        (422, "Received an input validation error response", 1),
+        (502, "Received a server error status code", 1),
+        (503, "Received a server busy error status code", 1 + FAST_RETRIES["http_max_retries"]),
+    ],
+)
+def test_statuses_follow_es_azure_openai_handler(
+    http: httpx.Client, fake: FakeAzureOpenAi, status: int, wording: str, attempts: int
+) -> None:
+    put(http, "/_inference/text_embedding/az-status", embedding_body(fake))
+    fake.requests.clear()
+    fake.then(status, {"error": {"code": str(status), "message": "nope"}}, times=10)
+    assert_es_error(
+        http.post("/_inference/text_embedding/az-status", json={"input": "x"}),
+        status if status < 500 else 400,
+        "status_exception",
+        f"{wording} for request from inference entity id [az-status] status [{status}]. Error message: [nope]",
+    )
+    assert len(fake.requests) == attempts
+
+
+def test_a_400_asking_for_a_shorter_prompt_is_content_too_large(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
+    put(http, "/_inference/completion/az-long", chat_body(fake))
+    message = "This model's maximum context length is 8192 tokens. Please reduce your prompt; or completion length."
+    fake.then(400, {"error": {"code": "context_length_exceeded", "message": message}})
+    assert_es_error(
+        http.post("/_inference/completion/az-long", json={"input": "x"}),
+        400,
+        "status_exception",
+        "Received a content too large status code for request from inference entity id [az-long] status [400]. "
+        f"Error message: [{message}]",
+    )
 
 
 def test_a_slow_provider_hits_the_request_timeout(http: httpx.Client, fake: FakeAzureOpenAi) -> None:

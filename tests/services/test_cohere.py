@@ -15,7 +15,7 @@ import pytest
 
 from inferd.core.errors import StatusError, UpstreamError
 from inferd.services.cohere import (
-    cohere_wording,
+    CohereService,
     endpoint_url,
     parse_chat,
     parse_embeddings,
@@ -26,14 +26,14 @@ from tests.conftest import assert_es_error
 from tests.fakes.cohere import API_KEY, DEFAULT_DIMENSIONS, FakeCohere, floats, int8s, packed_bits, relevance
 from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
 
-LOOPBACK = r"http://127\.0\.0\.1:\d+(/.*)?"
+# Also covers the `url` base (no path) checked at PUT: the guard matches it as if it ended in "/".
+LOOPBACK = r"http://127\.0\.0\.1:\d+/.*"
 FAST_RETRIES = {"http_retry_initial_delay": 0.01, "http_retry_max_delay": 0.05, "http_max_retries": 3}
 BOM = b"\xef\xbb\xbf"
 EMBED_MODEL = "embed-english-v3.0"
 
 
 def cohere_server(data_dir: Path, **settings: Any) -> ThreadedServer:
-    # Until the service is registered, it is added here (and only here).
     return ThreadedServer(data_dir, **settings)
 
 
@@ -431,6 +431,7 @@ TOO_MANY_TEXTS = "invalid request: total number of texts must be at most 96 - re
         (404, "model 'x' not found", UNSUCCESSFUL),
         (403, "forbidden", UNSUCCESSFUL),
         (422, "unprocessable", UNSUCCESSFUL),
+        (413, "too large", UNSUCCESSFUL),
         (400, TOO_MANY_TEXTS, "Received a texts array too large response"),
     ],
 )
@@ -459,6 +460,36 @@ def test_upstream_5xx_becomes_400_after_bounded_retries(http: httpx.Client, fake
         "status_exception",
         "Received a server error status code for request from inference entity id [co-500] status [500]. "
         "Error message: [internal server error]",
+    )
+    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+
+
+@pytest.mark.parametrize("status", [502, 503, 529])
+def test_other_5xx_are_not_retried(http: httpx.Client, fake: FakeCohere, status: int) -> None:
+    # ES's Cohere handler retries 429 and 500 only.
+    put(http, "/_inference/rerank/co-5xx", config(fake, "rerank-v3.5"))
+    fake.requests.clear()
+    fake.then(status, {"id": "e", "message": "unavailable"}, times=10)
+    assert_es_error(
+        http.post("/_inference/rerank/co-5xx", json={"input": ["a"], "query": "q"}),
+        400,
+        "status_exception",
+        f"Received a server error status code for request from inference entity id [co-5xx] status [{status}]. "
+        "Error message: [unavailable]",
+    )
+    assert len(fake.requests) == 1
+
+
+def test_a_429_that_persists_is_a_429_after_bounded_retries(http: httpx.Client, fake: FakeCohere) -> None:
+    put(http, "/_inference/text_embedding/co-429s", config(fake))
+    fake.requests.clear()
+    fake.then(429, {"id": "e", "message": "slow down"}, times=10)
+    assert_es_error(
+        http.post("/_inference/text_embedding/co-429s", json={"input": "x"}),
+        429,
+        "status_exception",
+        "Received a rate limit status code for request from inference entity id [co-429s] status [429]. "
+        "Error message: [slow down]",
     )
     assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
 
@@ -703,16 +734,28 @@ def test_stream_reader_skips_what_is_not_text() -> None:
         deltas(piece + b"data: {oops\n\n")
 
 
-def test_only_unsuccessful_4xx_are_reworded() -> None:
-    auth = UpstreamError(
-        "Received an authentication error status code for request from inference entity id [x] status [401]"
-    )
-    assert cohere_wording(auth) is auth
-    not_found = UpstreamError(
-        "Resource not found at [http://h/v2/embed] for request from inference entity id [x] status [404]", status=404
-    )
-    reworded = cohere_wording(not_found)
-    assert (reworded.reason, reworded.status) == (
-        "Received an unsuccessful status code for request from inference entity id [x] status [404]",
-        404,
-    )
+def failed(status: int, body: str = "") -> httpx.Response:
+    return httpx.Response(status, text=body, request=httpx.Request("POST", "http://h/v2/embed"))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "wording", "retried"),
+    [
+        (301, "", "Unhandled redirection", False),
+        (400, "invalid request", "Received an unsuccessful status code", False),
+        (400, TOO_MANY_TEXTS, "Received a texts array too large response", False),
+        (401, "", "Received an authentication error status code", False),
+        (403, "", "Received an unsuccessful status code", False),
+        (404, "", "Received an unsuccessful status code", False),
+        (405, "", "Received an unsuccessful status code", False),
+        (429, "", "Received a rate limit status code", True),
+        (500, "", "Received a server error status code", True),
+        (503, "", "Received a server error status code", False),
+    ],
+)
+def test_status_wording_and_retries_follow_es_cohere_handler(
+    status: int, body: str, wording: str, retried: bool
+) -> None:
+    service = CohereService.__new__(CohereService)  # the hooks need no context
+    assert service.describe_status(failed(status, body)) == wording
+    assert service.is_retryable(failed(status, body)) is retried

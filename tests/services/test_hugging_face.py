@@ -12,6 +12,7 @@ import elasticsearch
 import httpx
 import pytest
 
+from inferd.services.hugging_face import HuggingFaceService
 from tests.conftest import assert_es_error
 from tests.fakes.hugging_face import API_KEY, DEFAULT_DIMENSIONS, UNAUTHORIZED, FakeHuggingFace, rerank_score, vector
 from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
@@ -24,7 +25,6 @@ FAST_RETRIES: dict[str, Any] = {
     "http_max_retries": MAX_RETRIES,
 }
 BOM = b"\xef\xbb\xbf"
-# Until the service is registered; the lead removes this when adding it to the registry.
 
 
 @pytest.fixture(scope="module")
@@ -371,24 +371,83 @@ def test_upstream_400_passes_through(http: httpx.Client, fake: FakeHuggingFace) 
         http.post("/_inference/text_embedding/hf-400", json={"input": "x"}),
         400,
         "status_exception",
-        "Received a bad request status code for request from inference entity id [hf-400] status [400]. "
+        "Received an unsuccessful status code for request from inference entity id [hf-400] status [400]. "
         "Error message: [Input validation error: inputs must have less than 512 tokens]",
     )
     assert len(fake.requests) == 1  # not retried
 
 
-def test_upstream_5xx_becomes_400_after_bounded_retries(http: httpx.Client, fake: FakeHuggingFace) -> None:
-    put(http, "/_inference/rerank/hf-500", hf_body(f"{fake.url}/rerank"))
+@pytest.mark.parametrize("status", [403, 404, 422])
+def test_other_4xx_are_unsuccessful_and_final(http: httpx.Client, fake: FakeHuggingFace, status: int) -> None:
+    put(http, "/_inference/rerank/hf-4xx", hf_body(f"{fake.url}/rerank"))
     fake.requests.clear()
-    fake.then(503, {"error": "Model is overloaded", "error_type": "overloaded"}, times=10)
+    fake.then(status, {"error": "nope"}, times=10)
     assert_es_error(
-        http.post("/_inference/rerank/hf-500", json={"input": ["a"], "query": "q"}),
+        http.post("/_inference/rerank/hf-4xx", json={"input": ["a"], "query": "q"}),
+        status,
+        "status_exception",
+        f"Received an unsuccessful status code for request from inference entity id [hf-4xx] status [{status}]. "
+        "Error message: [nope]",
+    )
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("status", [502, 503])
+def test_502_and_503_are_retried_as_rate_limits_then_400(
+    http: httpx.Client, fake: FakeHuggingFace, status: int
+) -> None:
+    # ES's Hugging Face handler reads a busy or loading endpoint as a rate limit.
+    put(http, "/_inference/rerank/hf-503", hf_body(f"{fake.url}/rerank"))
+    fake.requests.clear()
+    fake.then(status, {"error": "Model is overloaded", "error_type": "overloaded"}, times=10)
+    assert_es_error(
+        http.post("/_inference/rerank/hf-503", json={"input": ["a"], "query": "q"}),
         400,
         "status_exception",
-        "Received a server error status code for request from inference entity id [hf-500] status [503]. "
+        f"Received a rate limit status code for request from inference entity id [hf-503] status [{status}]. "
         "Error message: [Model is overloaded]",
     )
     assert len(fake.requests) == 1 + MAX_RETRIES
+
+
+def test_500_is_a_server_error_and_not_retried(http: httpx.Client, fake: FakeHuggingFace) -> None:
+    put(http, "/_inference/text_embedding/hf-500", hf_body(f"{fake.url}/embed"))
+    fake.requests.clear()
+    fake.then(500, {"error": "CUDA out of memory"}, times=10)
+    assert_es_error(
+        http.post("/_inference/text_embedding/hf-500", json={"input": "x"}),
+        400,
+        "status_exception",
+        "Received a server error status code for request from inference entity id [hf-500] status [500]. "
+        "Error message: [CUDA out of memory]",
+    )
+    assert len(fake.requests) == 1
+
+
+def test_completion_follows_es_openai_chat_handler(http: httpx.Client, fake: FakeHuggingFace) -> None:
+    # Completion and chat: 500 and 503 are retried, 429 is final.
+    put(http, "/_inference/completion/hf-comp-5xx", hf_body(f"{fake.url}/v1/chat/completions"))
+    fake.requests.clear()
+    fake.then(503, {"error": "Model is loading"}, times=10)
+    assert_es_error(
+        http.post("/_inference/completion/hf-comp-5xx", json={"input": "x"}),
+        400,
+        "status_exception",
+        "Received a server busy error status code for request from inference entity id [hf-comp-5xx] status [503]. "
+        "Error message: [Model is loading]",
+    )
+    assert len(fake.requests) == 1 + MAX_RETRIES
+    fake.script.clear()
+    fake.requests.clear()
+    fake.then(429, {"error": "Rate limit reached"}, headers={"Retry-After": "0"}, times=10)
+    assert_es_error(
+        http.post("/_inference/completion/hf-comp-5xx", json={"input": "x"}),
+        429,
+        "status_exception",
+        "Received a rate limit status code for request from inference entity id [hf-comp-5xx] status [429]. "
+        "Error message: [Rate limit reached]",
+    )
+    assert len(fake.requests) == 1
 
 
 def test_429_is_retried_after_retry_after(http: httpx.Client, fake: FakeHuggingFace) -> None:
@@ -640,3 +699,27 @@ def test_services_entry(http: httpx.Client) -> None:
     assert configs["model_id"]["supported_task_types"] == ["completion", "chat_completion"]
     assert configs["dimensions"]["supported_task_types"] == ["text_embedding"]
     assert [e["service"] for e in http.get("/_inference/_services/rerank").json()].count("hugging_face") == 1
+
+
+def failed(status: int) -> httpx.Response:
+    return httpx.Response(status, request=httpx.Request("POST", "https://hf.example/embed"))
+
+
+@pytest.mark.parametrize(
+    ("status", "wording", "retried"),
+    [
+        (307, "Unhandled redirection", False),
+        (400, "Received an unsuccessful status code", False),
+        (401, "Received an authentication error status code", False),
+        (413, "Received a content too large status code", False),
+        (429, "Received a rate limit status code", True),
+        (500, "Received a server error status code", False),
+        (502, "Received a rate limit status code", True),
+        (503, "Received a rate limit status code", True),
+        (504, "Received a server error status code", False),
+    ],
+)
+def test_status_wording_and_retries_follow_es_hugging_face_handler(status: int, wording: str, retried: bool) -> None:
+    service = HuggingFaceService.__new__(HuggingFaceService)  # the hooks need no context
+    assert service.describe_status(failed(status)) == wording
+    assert service.is_retryable(failed(status)) is retried

@@ -14,13 +14,21 @@ import httpx
 import pytest
 
 from inferd.core.errors import InferdError
-from inferd.services.mistral import endpoint_url, mistral_chat_body, stream_events, text_of
+from inferd.services.mistral import (
+    MistralService,
+    endpoint_url,
+    is_mistral_error_event,
+    mistral_chat_body,
+    parse_chat_error,
+    text_of,
+)
+from inferd.services.openai_wire import stream_events
 from tests.conftest import assert_es_error
 from tests.fakes.mistral import API_KEY, CHAT_MODEL, EMBED_MODEL, FakeMistral, vector
 from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
 
-# `url` is a base URL here, so a trusted pattern must also match it without a path.
-LOOPBACK = r"http://127\.0\.0\.1:\d+(/.*)?"
+# `url` is a base URL here; the guard lets a pattern for paths cover the URL without one.
+LOOPBACK = r"http://127\.0\.0\.1:\d+/.*"
 FAST_RETRIES = {"http_retry_initial_delay": 0.01, "http_retry_max_delay": 0.05, "http_max_retries": 3}
 BOM = b"\xef\xbb\xbf"
 DIMS = 1024
@@ -368,11 +376,6 @@ def test_upstream_422_is_an_input_validation_error(http: httpx.Client, fake: Fak
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs a per-service status description hook in services/http.py: ES's Mistral embeddings handler "
-    "(AzureMistralOpenAiExternalResponseHandler) calls 400/404/422 'unsuccessful'",
-)
 def test_embeddings_400_is_an_unsuccessful_status(http: httpx.Client, fake: FakeMistral) -> None:
     put(http, "/_inference/text_embedding/mi-e400", embedding_body(fake))
     fake.then(400, {"object": "error", "message": "Too many inputs", "type": "invalid_request_error", "param": None})
@@ -398,6 +401,68 @@ def test_upstream_5xx_becomes_400_after_bounded_retries(http: httpx.Client, fake
     )
     assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
     assert len(fake.script) == 10 - len(fake.requests)
+
+
+@pytest.mark.parametrize(("status", "attempts"), [(403, 1), (404, 1), (422, 1), (502, 1), (503, 4)])
+def test_embeddings_statuses_follow_es_mistral_embeddings_handler(
+    http: httpx.Client, fake: FakeMistral, status: int, attempts: int
+) -> None:
+    put(http, "/_inference/text_embedding/mi-estatus", embedding_body(fake))
+    fake.requests.clear()
+    fake.then(status, {"error": {"message": "nope", "type": "x"}}, times=10)
+    wording = {
+        502: "Received a server error status code",
+        503: "Received a server busy error status code",
+    }.get(status, "Received an unsuccessful status code")
+    assert_es_error(
+        http.post("/_inference/text_embedding/mi-estatus", json={"input": "x"}),
+        status if status < 500 else 400,
+        "status_exception",
+        f"{wording} for request from inference entity id [mi-estatus] status [{status}]. Error message: [nope]",
+    )
+    assert len(fake.requests) == attempts  # 503 is retried: 1 + http_max_retries attempts
+
+
+def test_a_429_on_embeddings_is_retried_then_reported_with_what_remains(http: httpx.Client, fake: FakeMistral) -> None:
+    put(http, "/_inference/text_embedding/mi-e429", embedding_body(fake))
+    fake.requests.clear()
+    headers = {"x-ratelimit-remaining-tokens": "0"}
+    fake.then(429, {"error": {"message": "slow down"}}, headers=headers, times=10)
+    assert_es_error(
+        http.post("/_inference/text_embedding/mi-e429", json={"input": "x"}),
+        429,
+        "status_exception",
+        "Received a rate limit status code. Remaining tokens [0]. Remaining requests [unknown]. for request from "
+        "inference entity id [mi-e429] status [429]. Error message: [slow down]",
+    )
+    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+
+
+def test_completion_429_is_not_retried_and_503_is(http: httpx.Client, fake: FakeMistral) -> None:
+    # ES's OpenAI chat completion handler: a 429 is final, a 503 is "server busy" and retried.
+    put(http, "/_inference/completion/mi-c429", chat_body(fake))
+    fake.requests.clear()
+    body = {"object": "error", "message": "Requests rate limit exceeded", "type": "rate_limited", "code": "1300"}
+    fake.then(429, body, headers={"Retry-After": "0"}, times=10)
+    assert_es_error(
+        http.post("/_inference/completion/mi-c429", json={"input": "x"}),
+        429,
+        "status_exception",
+        "Received a rate limit status code for request from inference entity id [mi-c429] status [429]. "
+        f"Error message: [{compact(body)}]",
+    )
+    assert len(fake.requests) == 1
+    fake.script.clear()
+    fake.requests.clear()
+    fake.then(503, raw=b"busy", times=10)
+    assert_es_error(
+        http.post("/_inference/completion/mi-c429", json={"input": "x"}),
+        400,
+        "status_exception",
+        "Received a server busy error status code for request from inference entity id [mi-c429] status [503]. "
+        "Error message: [busy]",
+    )
+    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
 
 
 def test_429_is_retried_after_retry_after(http: httpx.Client, fake: FakeMistral) -> None:
@@ -717,7 +782,7 @@ def test_list_content_is_read_as_text() -> None:
 
 async def _collect(payload: bytes) -> list[dict[str, Any]]:
     response = httpx.Response(200, content=payload, headers={"content-type": "text/event-stream"})
-    return [chunk async for chunk in stream_events(response, "x")]
+    return [chunk async for chunk in stream_events(response, "x", parse_chat_error, is_mistral_error_event)]
 
 
 @pytest.mark.parametrize(
@@ -736,3 +801,37 @@ def test_bad_stream_events(payload: bytes, reason: str) -> None:
             _collect(b'data: {"id":"1","object":"chat.completion.chunk","model":"m","choices":[]}\n\n' + payload)
         )
     assert (caught.value.status, caught.value.reason) == (500, reason)
+
+
+def failed(status: int, error: str = "", headers: dict[str, str] | None = None) -> httpx.Response:
+    request = httpx.Request("POST", "https://api.mistral.ai/v1/embeddings")
+    return httpx.Response(status, json={"error": {"message": error}}, headers=headers, request=request)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "wording", "retried"),
+    [
+        (301, "", "Unhandled redirection", False),
+        (400, "bad", "Received an unsuccessful status code", False),
+        (400, "Please reduce your prompt; or completion length.", "Received a content too large status code", False),
+        (401, "", "Received an authentication error status code", False),
+        (413, "", "Received a content too large status code", False),
+        (500, "", "Received a server error status code", True),
+        (503, "", "Received a server busy error status code", True),
+        (504, "", "Received a server error status code", False),
+    ],
+)
+def test_embeddings_status_wording_and_retries(status: int, error: str, wording: str, retried: bool) -> None:
+    service = MistralService.__new__(MistralService)  # the hooks need no context
+    assert service.describe_status(failed(status, error)) == wording
+    assert service.is_retryable(failed(status, error)) is retried
+
+
+def test_embeddings_429_wording_names_the_limits_when_given() -> None:
+    service = MistralService.__new__(MistralService)
+    limits = {"x-ratelimit-limit-tokens": "500000", "x-ratelimit-remaining-requests": "3"}
+    assert service.is_retryable(failed(429))
+    assert service.describe_status(failed(429, headers=limits)) == (
+        "Received a rate limit status code. Token limit [500000], remaining tokens [unknown]. "
+        "Request limit [unknown], remaining requests [3]"
+    )

@@ -18,8 +18,10 @@ import httpx
 import uvicorn
 
 from inferd.app import build_app, uvicorn_config
+from inferd.engine.engine import Engine
 from inferd.services.base import Service
 from inferd.settings import ServerSettings
+from tests.support.fake_models import Recorder, fake_engine
 
 PASSWORD = "test-elastic-password"
 # Many tests fail authentication on purpose; the throttle has tests of its own with low limits.
@@ -58,6 +60,7 @@ class ThreadedServer:
         security: bool = True,
         password: str | None = PASSWORD,
         extra_services: Sequence[type[Service]] = (),
+        engine: Engine | None = None,
         **settings: Any,
     ) -> None:
         self.port = free_port()
@@ -69,7 +72,12 @@ class ThreadedServer:
             elastic_password=password if security else None,
             **{**NO_THROTTLE, **settings},
         )
-        app = build_app(config, extra_services=extra_services, password_sink=self.running.generated_passwords.append)
+        app = build_app(
+            config,
+            extra_services=extra_services,
+            password_sink=self.running.generated_passwords.append,
+            engine=engine or fake_engine(data_dir / "fake-models", Recorder()),
+        )
         self.server = uvicorn.Server(uvicorn_config(app, config, host="127.0.0.1", log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

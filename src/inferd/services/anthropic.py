@@ -21,18 +21,9 @@ from inferd.core.errors import StatusError, UpstreamError
 from inferd.core.inference import InferenceRequest
 from inferd.core.results import CompletionResult
 from inferd.core.tasks import TaskType
+from inferd.services import http
 from inferd.services.base import Endpoint
-from inferd.services.http import (
-    AUTHENTICATION,
-    PERMISSION_DENIED,
-    RATE_LIMIT,
-    REDIRECTION,
-    SERVER_ERROR,
-    UNSUCCESSFUL,
-    ProviderCall,
-    describe_status,
-    json_error_message,
-)
+from inferd.services.http import ProviderCall, json_error_message
 from inferd.services.provider import ApiKeySecrets, ProviderService, RateLimit, Url, url_field
 from inferd.services.schema import Integer, NonEmptyString, PositiveInteger, SettingsModel
 
@@ -53,14 +44,8 @@ _STREAM_ERROR_STATUS = {
 }
 _FINISH_REASONS = {"max_tokens": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
 _TOOL_CHOICE = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
-_RATE_HEADERS = (
-    "tokens-limit",
-    "tokens-remaining",
-    "tokens-reset",
-    "requests-limit",
-    "requests-remaining",
-    "requests-reset",
-)
+_RATE_HEADERS = [f"{kind}-{what}" for kind in ("tokens", "requests") for what in ("limit", "remaining", "reset")]
+_CHUNK = "chat.completion.chunk"
 _DATA_URI = re.compile(r"data:(?P<media>[^;,]+)(?:;[^;,]*)*;base64,(?P<data>.*)", re.DOTALL)
 
 
@@ -105,41 +90,20 @@ class AnthropicTaskSettings(SettingsModel):
 
 
 def describe_anthropic_status(response: httpx.Response) -> str:
-    """ES's AnthropicResponseHandler wording of a failed status."""
+    """ES's AnthropicResponseHandler wording of a failed status (it retries 429, 500 and 529)."""
     status = response.status_code
-    if status == 529:
-        return OVERLOADED
-    if status >= 500:
-        return SERVER_ERROR
     if status == 429:
         h = [response.headers.get(f"anthropic-ratelimit-{k}", "unknown") for k in _RATE_HEADERS]
         return (
-            f"{RATE_LIMIT}. Token limit [{h[0]}], remaining tokens [{h[1]}], tokens reset [{h[2]}]. Request limit "
-            f"[{h[3]}], remaining requests [{h[4]}], request reset [{h[5]}]. "
+            f"{http.RATE_LIMIT}. Token limit [{h[0]}], remaining tokens [{h[1]}], tokens reset [{h[2]}]. Request "
+            f"limit [{h[3]}], remaining requests [{h[4]}], request reset [{h[5]}]. "
             f"Retry after [{response.headers.get('retry-after', 'unknown')}]"
         )
+    if status >= 500:
+        return OVERLOADED if status == 529 else http.SERVER_ERROR
     if status in (401, 403):
-        return AUTHENTICATION if status == 401 else PERMISSION_DENIED
-    return REDIRECTION if 300 <= status < 400 else UNSUCCESSFUL
-
-
-class _ErrorReader:
-    """The error parser handed to the shared HTTP layer. It remembers the failing response so the error
-    can be re-worded as ES's Anthropic handler words it; chat completion reports the raw body, as ES does."""
-
-    def __init__(self, chat: bool) -> None:
-        self.chat = chat
-        self.response: httpx.Response | None = None
-
-    def __call__(self, response: httpx.Response) -> str | None:
-        self.response = response
-        return response.text if self.chat else parse_anthropic_error(response)
-
-    def reword(self, exc: UpstreamError) -> UpstreamError:
-        if self.response is None or not exc.reason.startswith(generic := describe_status(self.response)):
-            return exc
-        reason = describe_anthropic_status(self.response) + exc.reason[len(generic) :]
-        return UpstreamError(reason, status=exc.status, es_type="anthropic_error" if self.chat else None)
+        return http.AUTHENTICATION if status == 401 else http.PERMISSION_DENIED
+    return http.REDIRECTION if 300 <= status < 400 else http.UNSUCCESSFUL
 
 
 def completion_body(inputs: list[str], model: str, task: AnthropicTaskSettings, *, stream: bool) -> dict[str, Any]:
@@ -294,12 +258,7 @@ class ChunkConverter:
         self, delta: dict[str, Any], finish: str | None = None, output_tokens: int | None = None
     ) -> dict[str, Any]:
         choice = {"delta": delta} | ({"finish_reason": finish} if finish else {}) | {"index": 0}
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "choices": [choice],
-            "model": self.model,
-            "object": "chat.completion.chunk",
-        }
+        chunk: dict[str, Any] = {"id": self.id, "choices": [choice], "model": self.model, "object": _CHUNK}
         if output_tokens is not None:
             chunk["usage"] = {
                 "completion_tokens": output_tokens,
@@ -372,26 +331,36 @@ class AnthropicService(ProviderService):
         settings, _ = self._settings(endpoint)
         return self.call(endpoint, settings.url or MESSAGES_URL, body, headers, what)
 
+    def describe_status(self, response: httpx.Response) -> str:
+        return describe_anthropic_status(response)
+
+    def is_retryable(self, response: httpx.Response) -> bool:
+        return response.status_code in (429, 500, 529)
+
     async def completion(self, endpoint: Endpoint, request: InferenceRequest) -> CompletionResult:
         settings, task = self._settings(endpoint)
         body = completion_body(list(request.input), settings.model_id, task, stream=False)
-        errors = _ErrorReader(chat=False)
-        try:
-            payload = await self.post(self._call(endpoint, body, "completion"), errors)
-        except UpstreamError as exc:
-            raise errors.reword(exc) from None
+        payload = await self.post(self._call(endpoint, body, "completion"), parse_anthropic_error)
         return CompletionResult(completion_texts(payload))
 
     async def _stream(
         self, endpoint: Endpoint, body: dict[str, Any], chat: bool
     ) -> AsyncIterator[tuple[str, dict[str, Any], str]]:
         call = self._call(endpoint, body, "chat completion" if chat else "completion")
-        errors = _ErrorReader(chat)
+        refused = False
+
+        def parse_error(response: httpx.Response) -> str | None:
+            nonlocal refused
+            refused = True  # Anthropic answered with an error status
+            return response.text if chat else parse_anthropic_error(response)  # ES quotes chat errors raw
+
         async with AsyncExitStack() as stack:
             try:
-                response = await stack.enter_async_context(self.http.stream(call, errors))
+                response = await stack.enter_async_context(self.http.stream(call, parse_error))
             except UpstreamError as exc:
-                raise errors.reword(exc) from None
+                if chat and refused:
+                    exc.es_type = "anthropic_error"  # ES's unified error type for Anthropic's own errors
+                raise
             async for item in _events(response):
                 yield item
 

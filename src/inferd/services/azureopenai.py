@@ -8,6 +8,9 @@ The `url` setting (an inferd addition; ES has none) replaces only the base,
 `api-version` query are still appended to it, so it can name a gateway in front of Azure (or a
 compatible server) that serves Azure's own paths, e.g. `https://apim.example.com/azure`.
 
+Failed statuses are worded and retried as ES's AzureOpenAiResponseHandler does: OpenAI's handler (500 and
+503 retried, 403 "unsuccessful") with its own 429 text, which names the remaining tokens and requests.
+
 Authentication is exactly one of `api_key` (sent as `api-key: <key>`) and `entra_id` (a Microsoft
 Entra ID token, sent as `Authorization: Bearer <token>`). An `_update` that gives one of them
 replaces the stored one, as ES builds new secret settings from the update alone.
@@ -20,6 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import quote, urlencode
 
+import httpx
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -28,12 +32,15 @@ from inferd.core.errors import ValidationError
 from inferd.core.inference import InferenceRequest
 from inferd.core.results import CompletionResult, TextEmbeddingResult
 from inferd.core.tasks import TaskType
+from inferd.services import http
 from inferd.services.base import Endpoint
 from inferd.services.http import json_error_message
 from inferd.services.openai_wire import (
     chat_body,
     completion_texts,
+    describe_openai_status,
     embeddings_from_data,
+    openai_retryable,
     single_input,
     stream_chat_chunks,
     stream_completion_deltas,
@@ -261,6 +268,16 @@ class AzureOpenAiService(ProviderService):
         if any(service_settings and service_settings.get(key) is not None for key in SECRET_KEYS):
             secrets = EndpointSecrets({k: v for k, v in secrets.values.items() if k not in SECRET_KEYS})
         return super().apply_update(config, secrets, service_settings, task_settings)
+
+    def describe_status(self, response: httpx.Response) -> str:
+        if response.status_code == 429:  # Azure's rate limit headers give only what remains
+            tokens = response.headers.get("x-ratelimit-remaining-tokens", "unknown")
+            requests = response.headers.get("x-ratelimit-remaining-requests", "unknown")
+            return f"{http.RATE_LIMIT}. Remaining tokens [{tokens}]. Remaining requests [{requests}]."
+        return describe_openai_status(response)
+
+    def is_retryable(self, response: httpx.Response) -> bool:
+        return openai_retryable(response)  # 429, 500 and 503
 
     def _headers(self, endpoint: Endpoint) -> dict[str, str]:
         secrets = endpoint.secrets

@@ -18,6 +18,7 @@ from inferd.core.inference import InferenceRequest
 from inferd.core.java_format import java_map
 from inferd.core.results import CompletionResult, RerankResult, SparseEmbeddingResult, TextEmbeddingResult
 from inferd.core.tasks import TaskType
+from inferd.engine.engine import Engine
 from inferd.services.schema import (
     EmptySettings,
     SettingsModel,
@@ -40,6 +41,7 @@ class ServiceContext:
 
     settings: ServerSettings
     url_guard: UrlGuard
+    engine: Engine | None = None  # local models (the `elasticsearch` service)
 
 
 @dataclass(frozen=True)

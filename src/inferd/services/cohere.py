@@ -9,7 +9,6 @@ dropped and the v2 path is put in their place, as Elasticsearch's `CohereAccount
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar, Self
 
@@ -31,10 +30,9 @@ from inferd.core.results import (
 from inferd.core.tasks import InputType, TaskType
 from inferd.services import http
 from inferd.services.base import Endpoint
-from inferd.services.http import ErrorParser, ProviderCall, json_error_message
+from inferd.services.http import ProviderCall, json_error_message
 from inferd.services.openai_wire import single_input
 from inferd.services.provider import (
-    VALIDATION_INPUT,
     ApiKeySecrets,
     ProviderService,
     RateLimit,
@@ -49,6 +47,7 @@ log = logging.getLogger(__name__)
 
 BASE_URL = "https://api.cohere.ai"
 MODEL_REQUIRED = "The [service_settings.model_id] field is required for the Cohere V2 API."
+TEXTS_TOO_LARGE = "invalid request: total number of texts must be at most"
 parse_cohere_error = json_error_message("message")
 
 # inferd input types -> Cohere's; a request without one embeds as a search query (v2 requires one).
@@ -257,23 +256,6 @@ async def stream_deltas(response: httpx.Response) -> AsyncIterator[str]:
             return
 
 
-_NOT_UNSUCCESSFUL = re.compile(
-    rf"^(?:{http.BAD_REQUEST}|{http.PERMISSION_DENIED}|{http.CONTENT_TOO_LARGE}|{http.INPUT_VALIDATION}"
-    r"|Resource not found at \[.*?\])(?= for request from inference entity id \[)"
-)
-TEXTS_TOO_LARGE = "invalid request: total number of texts must be at most"
-
-
-def cohere_wording(exc: UpstreamError) -> UpstreamError:
-    """ES's Cohere handler words every 4xx but 401 and 429 as "unsuccessful" (texts too large apart)."""
-    match = _NOT_UNSUCCESSFUL.match(exc.reason)
-    if match is None:
-        return exc
-    too_large = match.group(0) == http.BAD_REQUEST and TEXTS_TOO_LARGE in exc.reason
-    prefix = "Received a texts array too large response" if too_large else http.UNSUCCESSFUL
-    return UpstreamError(prefix + exc.reason[match.end() :], status=exc.status, es_type=exc.es_type)
-
-
 class CohereService(ProviderService):
     name = "cohere"
     display_name = "Cohere"
@@ -307,21 +289,17 @@ class CohereService(ProviderService):
         url = endpoint_url(getattr(endpoint.service_settings, "url", None), operation)
         return self.call(endpoint, url, body, headers, what)
 
-    async def post(self, call: ProviderCall, parse_error: ErrorParser) -> Any:
-        try:
-            return await super().post(call, parse_error)
-        except UpstreamError as exc:
-            raise cohere_wording(exc) from None
+    def describe_status(self, response: httpx.Response) -> str:
+        """ES's CohereResponseHandler: every 4xx but 401 and 429 is "unsuccessful", bar too many texts."""
+        status = response.status_code
+        if status == 400 and TEXTS_TOO_LARGE in response.text:
+            return "Received a texts array too large response"
+        if status >= 500 or status in (401, 429):
+            return http.describe_status(response)  # server error, authentication, rate limit
+        return http.REDIRECTION if 300 <= status < 400 else http.UNSUCCESSFUL
 
-    async def validate(self, endpoint: Endpoint) -> Endpoint:
-        if endpoint.task_type is not TaskType.TEXT_EMBEDDING:
-            return await super().validate(endpoint)
-        # ES validates embeddings as ingest; bit embeddings are packed, 8 dimensions a byte.
-        result = await self.text_embedding(endpoint, InferenceRequest([VALIDATION_INPUT], input_type=InputType.INGEST))
-        if not result.embeddings:
-            raise StatusError("Could not determine embedding size")
-        bits = 8 if result.element_type is EmbeddingElementType.BIT else 1
-        return self._with_embedding_facts(endpoint, bits * len(result.embeddings[0]))
+    def is_retryable(self, response: httpx.Response) -> bool:
+        return response.status_code in (429, 500)  # ES's Cohere handler retries nothing else
 
     async def text_embedding(self, endpoint: Endpoint, request: InferenceRequest) -> TextEmbeddingResult:
         settings, task = endpoint.service_settings, endpoint.task_settings
@@ -369,10 +347,6 @@ class CohereService(ProviderService):
         return CompletionResult([parse_chat(payload)])
 
     async def stream_completion(self, endpoint: Endpoint, request: InferenceRequest) -> AsyncIterator[str]:
-        call = self._chat_call(endpoint, request, stream=True)
-        try:
-            async with self.http.stream(call, parse_cohere_error) as response:
-                async for delta in stream_deltas(response):
-                    yield delta
-        except UpstreamError as exc:
-            raise cohere_wording(exc) from None
+        async with self.http.stream(self._chat_call(endpoint, request, stream=True), parse_cohere_error) as response:
+            async for delta in stream_deltas(response):
+                yield delta

@@ -19,7 +19,8 @@ from inferd.core.errors import IllegalArgument, StatusError, ValidationError
 from inferd.core.java_format import java_value
 from inferd.core.tasks import TaskType
 from inferd.engine.catalog import BUILTIN_MODELS, E5_SMALL, ELSER_V2, RERANK_V1, current_platform, platform_default
-from inferd.services.base import Service
+from inferd.services.base import Endpoint, Service, ServiceContext
+from inferd.services.local_inference import LocalInference, allocation_plan, deployment_id_of
 from inferd.services.schema import EmptySettings, Integer, NonEmptyString, PositiveInteger, SettingsModel
 
 
@@ -148,10 +149,23 @@ _OTHER_PLATFORM = (
 )
 
 
-class ElasticsearchService(Service):
+class ElasticsearchService(LocalInference, Service):
     name = "elasticsearch"
     display_name = "Elasticsearch"
-    task_types: ClassVar[tuple[TaskType, ...]] = (TaskType.TEXT_EMBEDDING, TaskType.SPARSE_EMBEDDING, TaskType.RERANK)
+    # completion and chat_completion (the local chat model) are an inferd extension.
+    task_types: ClassVar[tuple[TaskType, ...]] = (
+        TaskType.TEXT_EMBEDDING,
+        TaskType.SPARSE_EMBEDDING,
+        TaskType.RERANK,
+        TaskType.COMPLETION,
+        TaskType.CHAT_COMPLETION,
+    )
+    streaming_task_types: ClassVar[tuple[TaskType, ...]] = (TaskType.COMPLETION, TaskType.CHAT_COMPLETION)
+
+    def __init__(self, context: ServiceContext) -> None:
+        super().__init__(context)
+        if context.engine is not None:
+            self.engine = context.engine
 
     def service_settings_model(self, task_type: TaskType) -> type[SettingsModel]:
         return RerankServiceSettings if task_type is TaskType.RERANK else ElasticsearchServiceSettings
@@ -184,7 +198,8 @@ class ElasticsearchService(Service):
         return super().parse_request(inference_id, task_type, body)
 
     def check_model(self, model_id: str, task_type: TaskType) -> None:
-        model = BUILTIN_MODELS.get(model_id)
+        engine = self.context.engine
+        model = engine.spec(model_id) if engine is not None else BUILTIN_MODELS.get(model_id)
         if model is None:
             raise IllegalArgument(_UNKNOWN_MODEL.format(model_id))
         if model.platform is not None and model.platform != current_platform():
@@ -192,6 +207,27 @@ class ElasticsearchService(Service):
         if task_type not in model.task_types:
             supported = ", ".join(t.value for t in model.task_types)
             raise StatusError(f"Model [{model_id}] does not support task type [{task_type}]; it supports [{supported}]")
+
+    # -- deployments ---------------------------------------------------------------------
+
+    async def on_create(self, endpoint: Endpoint, timeout_s: float | None) -> Endpoint:
+        if self.context.settings.skip_validate_and_start:
+            return endpoint  # ES's setting skips starting the deployment too; it starts on first use
+        deployment_id = deployment_id_of(endpoint)
+        if deployment_id != endpoint.inference_id:
+            self.engine.attach(deployment_id, self.model_spec(endpoint), endpoint.inference_id)
+        else:
+            await self.deployment(endpoint)
+        return endpoint
+
+    async def on_update(self, before: Endpoint, after: Endpoint) -> None:
+        running = self.engine.find(deployment_id_of(after))
+        if running is not None:
+            await running.replan(allocation_plan(after.service_settings))
+
+    async def on_delete(self, config: EndpointConfig) -> None:
+        deployment_id = config.service_settings.get("deployment_id") or config.inference_id
+        await self.engine.release(deployment_id, config.inference_id)
 
     def merge_service_settings(self, current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
         # The two allocation styles exclude each other: setting one replaces the other.
@@ -244,6 +280,7 @@ class ElserService(ElasticsearchService):
     name = "elser"
     display_name = "Elser"
     task_types: ClassVar[tuple[TaskType, ...]] = (TaskType.SPARSE_EMBEDDING,)
+    streaming_task_types: ClassVar[tuple[TaskType, ...]] = ()
     listed_in_services = False
 
     def default_model_id(self) -> str:

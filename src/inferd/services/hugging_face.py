@@ -12,7 +12,9 @@ the full endpoint; nothing is appended to it.
   sent `max_tokens` (not `max_completion_tokens`) and `model` from `model_id` (or the chat request's `model`).
 
 Every call sends `Authorization: Bearer <api_key>`. Errors: embeddings and rerank read the Hugging Face
-body `{"error": "<message>"}`; completion and chat also read the OpenAI shape `{"error": {"message": ...}}`.
+body `{"error": "<message>"}` and are judged by ES's Hugging Face handler (429, 502 and 503 retried as rate
+limits; other 5xx final; other 4xx "unsuccessful"); completion and chat also read the OpenAI shape
+`{"error": {"message": ...}}` and are judged by ES's OpenAI chat completion handler (429 not retried).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from inferd.core.inference import InferenceRequest
 from inferd.core.json_locations import token_name
 from inferd.core.results import CompletionResult, RankedDocument, RerankResult, TextEmbeddingResult
 from inferd.core.tasks import TaskType
+from inferd.services import http
 from inferd.services.base import Endpoint
 from inferd.services.http import ProviderCall, json_error_message
 from inferd.services.openai_wire import (
@@ -36,6 +39,7 @@ from inferd.services.openai_wire import (
     single_input,
     stream_chat_chunks,
     stream_completion_deltas,
+    with_openai_chat_rules,
 )
 from inferd.services.provider import ApiKeySecrets, ProviderService, RateLimit, Similarity, Url, rate_limit
 from inferd.services.schema import NonEmptyString, PositiveInteger, SettingsModel
@@ -174,7 +178,6 @@ class HuggingFaceService(ProviderService):
         TaskType.CHAT_COMPLETION,
     )
     streaming_task_types: ClassVar[tuple[TaskType, ...]] = (TaskType.COMPLETION, TaskType.CHAT_COMPLETION)
-    secret_settings_model = ApiKeySecrets
     default_similarity = "cosine"
     embedding_batch_size = 20
 
@@ -194,10 +197,26 @@ class HuggingFaceService(ProviderService):
         assert isinstance(secrets, ApiKeySecrets)
         return {"Authorization": f"Bearer {secrets.api_key.get_secret_value()}"}
 
+    def describe_status(self, response: httpx.Response) -> str:
+        """ES's HuggingFaceResponseHandler (embeddings and rerank; chat calls are judged as OpenAI's)."""
+        status = response.status_code
+        if status in (429, 502, 503):
+            return http.RATE_LIMIT
+        if status >= 500:
+            return http.SERVER_ERROR
+        if status in (401, 413):
+            return http.AUTHENTICATION if status == 401 else http.CONTENT_TOO_LARGE
+        return http.REDIRECTION if 300 <= status < 400 else http.UNSUCCESSFUL
+
+    def is_retryable(self, response: httpx.Response) -> bool:
+        return response.status_code in (429, 502, 503)
+
     def _call(self, endpoint: Endpoint, body: dict[str, Any], what: str) -> ProviderCall:
         url = getattr(endpoint.service_settings, "url", None)
         assert isinstance(url, str)
-        return self.call(endpoint, url, body, self._headers(endpoint), what)
+        call = self.call(endpoint, url, body, self._headers(endpoint), what)
+        chat = endpoint.task_type in (TaskType.COMPLETION, TaskType.CHAT_COMPLETION)
+        return with_openai_chat_rules(call) if chat else call
 
     async def text_embedding(self, endpoint: Endpoint, request: InferenceRequest) -> TextEmbeddingResult:
         async def embed(texts: list[str]) -> list[list[float]]:

@@ -10,9 +10,11 @@ with OpenAI's chat body except that the token cap is `max_tokens` and there is n
 `http://proxy:8080/v1/embeddings` and `http://proxy:8080/v1/chat/completions`, and
 `https://gw.example/mistral` as `https://gw.example/mistral/v1/...`. A trailing `/` is ignored.
 
-Error messages follow ES: embeddings read `error.message` of the error body; completion and chat
-completion quote the provider's raw error body. Mistral's errors inside a stream arrive as a data event
-holding `{"object":"error",...}`; they end the stream with ES's mid-stream error.
+Error messages follow ES: embeddings read `error.message` of the error body and are judged by ES's
+Mistral embeddings handler (400/403/404/422 "unsuccessful"; 429, 500 and 503 retried); completion and
+chat completion quote the provider's raw error body and are judged by ES's OpenAI chat completion
+handler (OpenAI's wording; 500 and 503 retried, 429 not). Mistral's errors inside a stream arrive as a
+data event holding `{"object":"error",...}`; they end the stream with ES's mid-stream error.
 """
 
 from __future__ import annotations
@@ -21,17 +23,25 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar
 
 import httpx
-import orjson
-from httpx_sse import EventSource
 from pydantic import Field
 
-from inferd.core.errors import StatusError, UpstreamError
+from inferd.core.errors import StatusError
 from inferd.core.inference import InferenceRequest
 from inferd.core.results import CompletionResult, TextEmbeddingResult
 from inferd.core.tasks import TaskType
+from inferd.services import http
 from inferd.services.base import Endpoint
-from inferd.services.http import json_error_message
-from inferd.services.openai_wire import chat_body, embeddings_from_data, mid_stream_error, normalise_chunk
+from inferd.services.http import ProviderCall, json_error_message
+from inferd.services.openai_wire import (
+    chat_body,
+    content_too_large,
+    describe_openai_status,
+    embeddings_from_data,
+    normalise_chunk,
+    openai_retryable,
+    stream_events,
+    with_openai_chat_rules,
+)
 from inferd.services.provider import ProviderService, RateLimit, Similarity, Url, rate_limit, url_field
 from inferd.services.schema import NonEmptyString, PositiveInteger, SettingsModel
 
@@ -125,31 +135,24 @@ def completion_texts(payload: Any) -> list[str]:
     return texts
 
 
-def _is_error_event(payload: dict[str, Any]) -> bool:
+def is_mistral_error_event(payload: dict[str, Any]) -> bool:
     return payload.get("object") == "error" or (
         "choices" not in payload and ("error" in payload or "detail" in payload)
     )
 
 
-async def stream_events(response: httpx.Response, inference_id: str) -> AsyncIterator[dict[str, Any]]:
-    """The JSON chunks of Mistral's SSE stream, up to `data: [DONE]`; an error object ends it."""
-    async for event in EventSource(response).aiter_sse():
-        data = event.data.strip()
-        if event.event == "error":
-            raise mid_stream_error(inference_id, data, parse_chat_error)
-        if not data:
-            continue
-        if data.upper() == "[DONE]":
-            return
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            payload = None
-        if not isinstance(payload, dict):
-            raise UpstreamError(f"Failed to parse event from inference provider: {data[:200]}", status=500)
-        if _is_error_event(payload):
-            raise mid_stream_error(inference_id, data, parse_chat_error)
-        yield payload
+def _rate_limit_wording(response: httpx.Response) -> str:
+    """ES's Mistral embeddings 429 text: OpenAI's limits, or only what remains when no limit is given."""
+    tokens, remaining_tokens, requests, remaining_requests = (
+        response.headers.get(f"x-ratelimit-{name}", "unknown")
+        for name in ("limit-tokens", "remaining-tokens", "limit-requests", "remaining-requests")
+    )
+    if tokens == requests == "unknown":
+        return f"{http.RATE_LIMIT}. Remaining tokens [{remaining_tokens}]. Remaining requests [{remaining_requests}]."
+    return (
+        f"{http.RATE_LIMIT}. Token limit [{tokens}], remaining tokens [{remaining_tokens}]. "
+        f"Request limit [{requests}], remaining requests [{remaining_requests}]"
+    )
 
 
 def _plain_deltas(payload: dict[str, Any]) -> dict[str, Any]:
@@ -187,9 +190,22 @@ class MistralService(ProviderService):
         assert api_key is not None
         return {"Authorization": f"Bearer {api_key.get_secret_value()}"}
 
-    def _chat_call(self, endpoint: Endpoint, body: dict[str, Any], what: str) -> Any:
+    def describe_status(self, response: httpx.Response) -> str:
+        """ES's Mistral embeddings handler (AzureMistralOpenAiExternalResponseHandler): as OpenAI's, but every
+        other 4xx is "unsuccessful". Completion and chat calls are judged by OpenAI's chat handler instead."""
+        status = response.status_code
+        if status == 429:
+            return _rate_limit_wording(response)
+        if status >= 500 or status == 401 or 300 <= status < 400 or content_too_large(response):
+            return describe_openai_status(response)
+        return http.UNSUCCESSFUL
+
+    def is_retryable(self, response: httpx.Response) -> bool:
+        return openai_retryable(response)  # 429, 500 and 503
+
+    def _chat_call(self, endpoint: Endpoint, body: dict[str, Any], what: str) -> ProviderCall:
         url = endpoint_url(getattr(endpoint.service_settings, "url", None), CHAT_PATH)
-        return self.call(endpoint, url, body, self._headers(endpoint), what)
+        return with_openai_chat_rules(self.call(endpoint, url, body, self._headers(endpoint), what))
 
     async def text_embedding(self, endpoint: Endpoint, request: InferenceRequest) -> TextEmbeddingResult:
         settings = endpoint.service_settings
@@ -214,19 +230,24 @@ class MistralService(ProviderService):
         call = self._chat_call(endpoint, self._completion_body(endpoint, request, stream=False), "completion")
         return CompletionResult(completion_texts(await self.post(call, parse_chat_error)))
 
+    async def _chunks(self, endpoint: Endpoint, body: dict[str, Any], what: str) -> AsyncIterator[dict[str, Any]]:
+        async with self.http.stream(self._chat_call(endpoint, body, what), parse_chat_error) as response:
+            async for payload in stream_events(
+                response, endpoint.inference_id, parse_chat_error, is_mistral_error_event
+            ):
+                yield payload
+
     async def stream_completion(self, endpoint: Endpoint, request: InferenceRequest) -> AsyncIterator[str]:
-        call = self._chat_call(endpoint, self._completion_body(endpoint, request, stream=True), "completion")
-        async with self.http.stream(call, parse_chat_error) as response:
-            async for payload in stream_events(response, endpoint.inference_id):
-                for choice in payload.get("choices") or []:
-                    content = text_of((choice.get("delta") or {}).get("content"))
-                    if content:
-                        yield content
+        body = self._completion_body(endpoint, request, stream=True)
+        async for payload in self._chunks(endpoint, body, "completion"):
+            for choice in payload.get("choices") or []:
+                content = text_of((choice.get("delta") or {}).get("content"))
+                if content:
+                    yield content
 
     async def stream_chat(self, endpoint: Endpoint, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         settings = endpoint.service_settings
         assert isinstance(settings, MistralCompletionSettings)
         body = mistral_chat_body(request, request.get("model") or settings.model, stream=True)
-        async with self.http.stream(self._chat_call(endpoint, body, "chat_completion"), parse_chat_error) as response:
-            async for payload in stream_events(response, endpoint.inference_id):
-                yield normalise_chunk(_plain_deltas(payload), CHAT_RESPONSE)
+        async for payload in self._chunks(endpoint, body, "chat_completion"):
+            yield normalise_chunk(_plain_deltas(payload), CHAT_RESPONSE)

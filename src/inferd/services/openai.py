@@ -6,20 +6,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, ClassVar
 
+import httpx
 from pydantic import Field, SecretStr
 
 from inferd.core.inference import InferenceRequest
 from inferd.core.results import CompletionResult, TextEmbeddingResult
 from inferd.core.tasks import TaskType
 from inferd.services.base import Endpoint
-from inferd.services.http import json_error_message
+from inferd.services.http import ProviderCall, json_error_message
 from inferd.services.openai_wire import (
     chat_body,
     completion_texts,
+    describe_openai_status,
     embeddings_from_data,
+    openai_retryable,
     single_input,
     stream_chat_chunks,
     stream_completion_deltas,
+    with_openai_chat_rules,
 )
 from inferd.services.provider import (
     ProviderService,
@@ -131,6 +135,12 @@ class OpenAiService(ProviderService):
         # Only dimensions the user asked for are sent; those learnt at PUT are the model's own.
         return {"dimensions_set_by_user": service_settings.get("dimensions") is not None}
 
+    def describe_status(self, response: httpx.Response) -> str:
+        return describe_openai_status(response)
+
+    def is_retryable(self, response: httpx.Response) -> bool:
+        return openai_retryable(response)
+
     def _headers(self, endpoint: Endpoint) -> dict[str, str]:
         secrets = endpoint.secrets
         assert isinstance(secrets, OpenAiSecrets)
@@ -142,6 +152,11 @@ class OpenAiService(ProviderService):
         assert isinstance(task, OpenAiTaskSettings)
         headers.update(task.headers or {})
         return headers
+
+    def _chat_call(self, endpoint: Endpoint, body: dict[str, Any], what: str) -> ProviderCall:
+        """ES judges chat completions apart: OpenAI's wording, and a 429 is final."""
+        url = self._url(endpoint, "chat/completions")
+        return with_openai_chat_rules(self.call(endpoint, url, body, self._headers(endpoint), what))
 
     def _url(self, endpoint: Endpoint, path: str) -> str:
         url = getattr(endpoint.service_settings, "url", None)
@@ -174,12 +189,12 @@ class OpenAiService(ProviderService):
 
     async def completion(self, endpoint: Endpoint, request: InferenceRequest) -> CompletionResult:
         body = self._completion_body(endpoint, request, stream=False)
-        call = self.call(endpoint, self._url(endpoint, "chat/completions"), body, self._headers(endpoint), "completion")
+        call = self._chat_call(endpoint, body, "completion")
         return CompletionResult(completion_texts(await self.post(call, parse_openai_error), "OpenAI chat completions"))
 
     async def stream_completion(self, endpoint: Endpoint, request: InferenceRequest) -> AsyncIterator[str]:
         body = self._completion_body(endpoint, request, stream=True)
-        call = self.call(endpoint, self._url(endpoint, "chat/completions"), body, self._headers(endpoint), "completion")
+        call = self._chat_call(endpoint, body, "completion")
         async with self.http.stream(call, parse_openai_error) as response:
             async for delta in stream_completion_deltas(response, endpoint.inference_id, parse_openai_error):
                 yield delta
@@ -189,9 +204,7 @@ class OpenAiService(ProviderService):
         task = endpoint.task_settings
         assert isinstance(settings, OpenAiCompletionSettings) and isinstance(task, OpenAiTaskSettings)
         body = chat_body(request, model=request.get("model") or settings.model_id, stream=True, user=task.user)
-        call = self.call(
-            endpoint, self._url(endpoint, "chat/completions"), body, self._headers(endpoint), "chat completion"
-        )
+        call = self._chat_call(endpoint, body, "chat completion")
         async with self.http.stream(call, parse_openai_error) as response:
             async for chunk in stream_chat_chunks(response, endpoint.inference_id, parse_openai_error):
                 yield chunk

@@ -1,11 +1,13 @@
 """The OpenAI wire format, shared by the services that speak it (OpenAI, Azure OpenAI, Mistral,
-Hugging Face chat): request bodies, response parsers and the SSE stream readers."""
+Hugging Face chat): request bodies, response parsers, the SSE stream readers and ES's OpenAI status handling."""
 
 from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import httpx
@@ -14,10 +16,43 @@ from httpx_sse import EventSource
 
 from inferd.core.errors import InferdError, StatusError, UpstreamError
 from inferd.core.inference import InferenceRequest
-from inferd.services.http import ErrorParser
+from inferd.services import http
+from inferd.services.http import ErrorParser, ProviderCall, json_error_message
+
+SERVER_BUSY = "Received a server busy error status code"
+_CONTENT_TOO_LARGE = "Please reduce your prompt; or completion length."
+_error_message = json_error_message("error", "message")
 
 # Keys of a unified chat request passed on as they are, in ES's order.
 _CHAT_KEYS = ("messages", "stop", "temperature", "tool_choice", "tools", "top_p")
+
+
+def content_too_large(response: httpx.Response) -> bool:
+    """ES's content-too-large test: a 413, or a 400 whose `error.message` asks for a shorter prompt."""
+    status = response.status_code
+    return status == 413 or (status == 400 and _CONTENT_TOO_LARGE in (_error_message(response) or ""))
+
+
+def describe_openai_status(response: httpx.Response) -> str:
+    """ES's OpenAiResponseHandler wording (OpenAI, Azure OpenAI, Mistral and Hugging Face chat). Its handlers
+    differ only in their 429 text, which services that add rate limit headers to it word themselves."""
+    status = response.status_code
+    if status == 503:
+        return SERVER_BUSY
+    if content_too_large(response):
+        return http.CONTENT_TOO_LARGE
+    return http.UNSUCCESSFUL if status == 403 else http.describe_status(response)
+
+
+def openai_retryable(response: httpx.Response, *, rate_limit: bool = True) -> bool:
+    """ES's OpenAI handler retries 500, 503 and 429; its chat completion handler not 429."""
+    return response.status_code in (500, 503) or (rate_limit and response.status_code == 429)
+
+
+def with_openai_chat_rules(call: ProviderCall) -> ProviderCall:
+    """A call judged as ES's OpenAiChatCompletionResponseHandler judges it (OpenAI's wording, 429 final),
+    for services whose own rules apply to their other tasks only."""
+    return replace(call, describe=describe_openai_status, retryable=partial(openai_retryable, rate_limit=False))
 
 
 def single_input(request: InferenceRequest, label: str) -> str:
@@ -106,30 +141,42 @@ def mid_stream_error(inference_id: str, data: str, parse_error: ErrorParser) -> 
     return UpstreamError(reason, status=500, es_type=error_type)
 
 
-async def _events(response: httpx.Response, inference_id: str, parse_error: ErrorParser) -> AsyncIterator[Any]:
-    """The JSON payloads of an OpenAI-style SSE stream, up to `[DONE]`."""
+def is_openai_error_event(payload: dict[str, Any]) -> bool:
+    """OpenAI's in-stream error: a data event holding `{"error": ...}` instead of a chunk."""
+    return "error" in payload and "choices" not in payload
+
+
+async def stream_events(
+    response: httpx.Response,
+    inference_id: str,
+    parse_error: ErrorParser,
+    is_error_event: Callable[[dict[str, Any]], bool] = is_openai_error_event,
+) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of an OpenAI-style SSE stream, up to `[DONE]`. An event named `error`, or a data
+    event that `is_error_event` calls one (each provider words its errors), ends it with ES's mid-stream error."""
     async for event in EventSource(response).aiter_sse():
+        data = event.data.strip()
         if event.event == "error":
-            raise mid_stream_error(inference_id, event.data, parse_error)
-        if event.data.strip().upper() == "[DONE]":
-            return
-        if not event.data.strip():
+            raise mid_stream_error(inference_id, data, parse_error)
+        if not data:
             continue
+        if data.upper() == "[DONE]":
+            return
         try:
-            payload = orjson.loads(event.data)
+            payload = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamError(
-                f"Failed to parse event from inference provider: {event.data[:200]}", status=500
-            ) from None
-        if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
-            raise mid_stream_error(inference_id, event.data, parse_error)
+            payload = None
+        if not isinstance(payload, dict):
+            raise UpstreamError(f"Failed to parse event from inference provider: {data[:200]}", status=500)
+        if is_error_event(payload):
+            raise mid_stream_error(inference_id, data, parse_error)
         yield payload
 
 
 async def stream_completion_deltas(
     response: httpx.Response, inference_id: str, parse_error: ErrorParser
 ) -> AsyncIterator[str]:
-    async for payload in _events(response, inference_id, parse_error):
+    async for payload in stream_events(response, inference_id, parse_error):
         for choice in payload.get("choices") or []:
             content = (choice.get("delta") or {}).get("content")
             if content:
@@ -169,5 +216,5 @@ async def stream_chat_chunks(
     parse_error: ErrorParser,
     response_name: str = "OpenAI chat completions",
 ) -> AsyncIterator[dict[str, Any]]:
-    async for payload in _events(response, inference_id, parse_error):
+    async for payload in stream_events(response, inference_id, parse_error):
         yield normalise_chunk(payload, response_name)

@@ -1,0 +1,215 @@
+"""A deployment: one model served by `num_allocations` allocations of `num_threads` threads each.
+
+Each allocation holds its own loaded runtime and one worker thread; all allocations pull batches
+from the deployment's shared queue. With adaptive allocations the count follows the queue: up
+when requests wait, down after an idle period, to zero (the model unloaded) and back up on the
+next request. Threads come from the machine-wide budget, so deployments never oversubscribe the
+cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferd.core.errors import EngineError, InferdError, StatusError
+from inferd.engine.batcher import BatchLimits, RunFn, WorkQueue, deliver, fail
+from inferd.engine.budget import ThreadBudget
+from inferd.engine.catalog import ModelSpec
+from inferd.engine.runtimes.base import ModelRuntime, RuntimeLoader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AllocationPlan:
+    """How many allocations a deployment wants: fixed, or adaptive between bounds."""
+
+    num_threads: int
+    num_allocations: int | None = None
+    adaptive: bool = False
+    min_allocations: int = 0
+    max_allocations: int = 32
+
+    @property
+    def initial(self) -> int:
+        if not self.adaptive:
+            return self.num_allocations or 1
+        return max(self.min_allocations, 1)
+
+
+class Allocation:
+    def __init__(self, deployment: Deployment, index: int) -> None:
+        self.deployment = deployment
+        self.index = index
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{deployment.deployment_id}-{index}")
+        self.runtime: ModelRuntime | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.busy = False
+
+    async def load(self) -> None:
+        loop = asyncio.get_running_loop()
+        d = self.deployment
+        self.runtime = await loop.run_in_executor(self.executor, d.loader, d.spec, d.folder, d.plan.num_threads)
+
+    async def serve(self) -> None:
+        queue = self.deployment.queue
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await queue.next_batch()
+            self.busy = True
+            items = [item for work in batch for item in work.items]
+            try:
+                results = await loop.run_in_executor(self.executor, batch[0].run, self.runtime, items)
+            except InferdError as exc:
+                fail(batch, exc)
+            except Exception as exc:
+                log.exception("model [%s] failed on a batch", self.deployment.spec.model_id)
+                fail(batch, EngineError(f"model [{self.deployment.spec.model_id}] failed: {exc}"))
+            else:
+                deliver(batch, results)
+            finally:
+                self.busy = False
+                self.deployment.touched = time.monotonic()
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, runtime.close)
+        self.executor.shutdown(wait=False)
+
+
+class Deployment:
+    def __init__(
+        self,
+        deployment_id: str,
+        spec: ModelSpec,
+        folder: Path,
+        plan: AllocationPlan,
+        *,
+        loader: RuntimeLoader,
+        budget: ThreadBudget,
+        limits: BatchLimits,
+        idle_seconds: float,
+    ) -> None:
+        self.deployment_id = deployment_id
+        self.spec = spec
+        self.folder = folder
+        self.plan = plan
+        self.loader = loader
+        self.budget = budget
+        self.idle_seconds = idle_seconds
+        self.queue = WorkQueue(limits, deployment_id)
+        self.allocations: list[Allocation] = []
+        self.touched = time.monotonic()
+        self._resize_lock = asyncio.Lock()
+        self._scaler: asyncio.Task[None] | None = None
+        self.endpoints: set[str] = set()  # inference ids using this deployment
+
+    @property
+    def num_allocations(self) -> int:
+        return len(self.allocations)
+
+    @property
+    def idle(self) -> bool:
+        return not len(self.queue) and not any(a.busy for a in self.allocations) and not self._resize_lock.locked()
+
+    async def give_back(self, threads: int) -> int:
+        """Scale an idle adaptive deployment down (not below its minimum) to free threads; returns those freed."""
+        freed = 0
+        while (
+            freed < threads and self.plan.adaptive and self.idle and len(self.allocations) > self.plan.min_allocations
+        ):
+            await self.resize(len(self.allocations) - 1)
+            freed += self.plan.num_threads
+        return freed
+
+    async def start(self) -> None:
+        await self.resize(self.plan.initial)
+        if self.plan.adaptive:
+            self._scaler = asyncio.create_task(self._autoscale(), name=f"scale-{self.deployment_id}")
+
+    async def resize(self, target: int) -> None:
+        async with self._resize_lock:
+            while len(self.allocations) < target:
+                await self.budget.take(self.plan.num_threads, self.deployment_id)
+                allocation = Allocation(self, len(self.allocations))
+                try:
+                    await allocation.load()
+                except BaseException:
+                    self.budget.give(self.plan.num_threads)
+                    allocation.executor.shutdown(wait=False)
+                    raise
+                allocation.task = asyncio.create_task(allocation.serve(), name=f"serve-{self.deployment_id}")
+                self.allocations.append(allocation)
+            while len(self.allocations) > target:
+                allocation = self.allocations.pop()
+                await allocation.stop()
+                self.budget.give(self.plan.num_threads)
+            log.info("deployment [%s] of [%s] has %d allocation(s)", self.deployment_id, self.spec.model_id, target)
+
+    async def replan(self, plan: AllocationPlan) -> None:
+        """Apply new allocation settings to the live deployment (from `_update`)."""
+        if plan.num_threads != self.plan.num_threads:
+            raise StatusError("[num_threads] cannot be updated")
+        self.plan = plan
+        if plan.adaptive and self._scaler is None:
+            self._scaler = asyncio.create_task(self._autoscale(), name=f"scale-{self.deployment_id}")
+        elif not plan.adaptive and self._scaler is not None:
+            self._scaler.cancel()
+            self._scaler = None
+        if not plan.adaptive:
+            await self.resize(plan.initial)
+
+    async def run(
+        self, kind: Hashable, run: RunFn, items: list[Any], tokens: int, *, batchable: bool = True
+    ) -> list[Any]:
+        """Queue work; an adaptive deployment scaled to zero starts an allocation for it."""
+        self.touched = time.monotonic()
+        if not self.allocations:
+            await self.resize(1)
+        return await self.queue.submit(kind, run, items, tokens, batchable=batchable)
+
+    async def _autoscale(self, interval: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            plan = self.plan
+            waiting = len(self.queue)
+            busy = sum(a.busy for a in self.allocations)
+            count = len(self.allocations)
+            try:
+                if (
+                    waiting > 0
+                    and busy == count
+                    and count < plan.max_allocations
+                    and self.budget.free >= plan.num_threads
+                ):
+                    await self.resize(count + 1)
+                elif (
+                    waiting == 0
+                    and busy == 0
+                    and count > plan.min_allocations
+                    and time.monotonic() - self.touched > self.idle_seconds
+                ):
+                    await self.resize(count - 1)
+                    self.touched = time.monotonic()
+            except InferdError as exc:
+                log.warning("adaptive allocations of [%s]: %s", self.deployment_id, exc.reason)
+
+    async def stop(self, reason: str = "the deployment was stopped") -> None:
+        if self._scaler is not None:
+            self._scaler.cancel()
+            self._scaler = None
+        self.queue.fail_all(StatusError(f"deployment [{self.deployment_id}] stopped: {reason}", status=409))
+        await self.resize(0)

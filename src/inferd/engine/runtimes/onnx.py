@@ -1,0 +1,242 @@
+"""Encoder models on onnxruntime + tokenizers: dense embeddings, SPLADE sparse embeddings, cross-encoders.
+
+A model folder holds `model.onnx` and `tokenizer.json`. The graphs take int64 `input_ids`,
+`attention_mask` and (when they declare it) `token_type_ids`, with dynamic batch and sequence axes:
+the built-in MiniLM file as shipped, and every graph `inferd.engine.convert` writes.
+
+Each runtime owns one onnxruntime session with `intra_op_num_threads = num_threads` and one
+inter-op thread, so one call uses exactly its allocation's share of the machine's thread budget.
+Inputs are fed in chunks (8 texts for SPLADE, whose (batch x tokens x 30,522) logits dominate
+memory; models.md §3b measured 930 MB -> 206 MB per worker for 15 % less throughput).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from inferd.core.errors import EngineError
+from inferd.core.tasks import InputType
+from inferd.engine.catalog import ModelSpec
+from inferd.engine.runtimes.base import SparseVector
+
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+# ELSER drops these from its token lists; other tokenizers' special tokens are found by their flag.
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+EMBED_CHUNK = 32
+SPARSE_CHUNK = 8
+PAIR_CHUNK = 16
+_PAD_TOKENS = ("[PAD]", "<pad>")
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _clean(text: str) -> str:
+    # The Rust tokenizer rejects lone surrogates, which JSON strings may carry.
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def session_options(num_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, num_threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return options
+
+
+def load_session(path: Path, num_threads: int, model_id: str) -> ort.InferenceSession:
+    if not path.is_file():
+        raise EngineError(f"model [{model_id}] cannot be loaded: the file [{path}] is missing")
+    try:
+        return ort.InferenceSession(str(path), session_options(num_threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for damaged graphs
+        raise EngineError(f"model [{model_id}] cannot be loaded: [{path}] is not a valid ONNX model ({exc})") from exc
+
+
+def load_tokenizer(path: Path, max_length: int, model_id: str) -> Tokenizer:
+    if not path.is_file():
+        raise EngineError(f"model [{model_id}] cannot be loaded: the file [{path}] is missing")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise EngineError(f"model [{model_id}] cannot be loaded: [{path}] is not a valid tokenizer ({exc})") from exc
+    # The file's own settings may pad every input to a fixed length (MiniLM's pads to 128): pad to
+    # the longest text of each chunk instead, with the file's pad token when it names one.
+    padding = tokenizer.padding or {}
+    pad_id, pad_token = padding.get("pad_id"), padding.get("pad_token")
+    if pad_token is None:
+        pad_token = next((t for t in _PAD_TOKENS if tokenizer.token_to_id(t) is not None), "[PAD]")
+        pad_id = tokenizer.token_to_id(pad_token) or 0
+    tokenizer.enable_padding(pad_id=int(pad_id or 0), pad_token=str(pad_token))
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
+
+
+class OnnxEncoder:
+    """A tokenizer and a session: texts (or text pairs) in, the graph's first output out."""
+
+    def __init__(self, spec: ModelSpec, folder: Path, num_threads: int) -> None:
+        self.model_id = spec.model_id
+        self.max_length = spec.max_sequence_length
+        self.tokenizer = load_tokenizer(folder / TOKENIZER_FILE, self.max_length, spec.model_id)
+        session = load_session(folder / MODEL_FILE, num_threads, spec.model_id)
+        self.input_names = {i.name for i in session.get_inputs()}
+        self._session: ort.InferenceSession | None = session
+        missing = {"input_ids", "attention_mask"} - self.input_names
+        if missing:
+            raise EngineError(f"model [{self.model_id}] cannot be loaded: its graph lacks the inputs {sorted(missing)}")
+
+    def encode(self, inputs: Sequence[str] | Sequence[tuple[str, str]]) -> list[Encoding]:
+        cleaned: list[Any] = [(_clean(i[0]), _clean(i[1])) if isinstance(i, tuple) else _clean(i) for i in inputs]
+        return self.tokenizer.encode_batch(cleaned)
+
+    def run(self, encodings: Sequence[Encoding]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """The first output for one padded chunk, and its attention mask."""
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        if self._session is None:
+            raise EngineError(f"model [{self.model_id}] was unloaded")
+        try:
+            (output, *_) = self._session.run(None, feed)
+        except Exception as exc:
+            raise EngineError(f"model [{self.model_id}] failed on {len(encodings)} input(s): {exc}") from exc
+        return np.asarray(output, dtype=np.float32), mask
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [sum(e.attention_mask) for e in self.encode(texts)]
+
+    def close(self) -> None:
+        # Dropping the only reference frees the session's memory and threads.
+        self._session = None
+
+
+def pool(hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64], mode: str) -> npt.NDArray[np.float32]:
+    """Sentence vectors from token vectors (mean over real tokens, or the first token), L2-normalised."""
+    if hidden.ndim == 2:  # the graph pools itself
+        vectors = hidden
+    elif mode == "cls":
+        vectors = hidden[:, 0, :]
+    else:
+        weights = mask[:, :, None].astype(np.float32)
+        vectors = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    normalised: npt.NDArray[np.float32] = (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return normalised
+
+
+class OnnxEmbeddingRuntime:
+    """text_embedding: encoder hidden states, mean-pooled (or `extra["pooling"] = "cls"`), L2-normalised."""
+
+    def __init__(self, spec: ModelSpec, folder: Path, num_threads: int) -> None:
+        self.encoder = OnnxEncoder(spec, folder, num_threads)
+        self.pooling = spec.extra.get("pooling", "mean")
+        self.dims = spec.dims or self._probe_dims()
+
+    def _probe_dims(self) -> int:
+        return int(self.embed(["dimension probe"], None).shape[1])
+
+    def embed(self, texts: Sequence[str], input_type: InputType | None) -> npt.NDArray[np.float32]:
+        # input_type is ignored: these models take no query/passage prefix.
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        rows = [self.encoder.run(self.encoder.encode(chunk)) for chunk in _chunks(texts, EMBED_CHUNK)]
+        return np.concatenate([pool(hidden, mask, self.pooling) for hidden, mask in rows], axis=0)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.encoder.count_tokens(texts)
+
+    def close(self) -> None:
+        self.encoder.close()
+
+
+class OnnxSparseRuntime:
+    """sparse_embedding: SPLADE weights over the vocabulary, computed in the graph as (batch, vocab)."""
+
+    def __init__(self, spec: ModelSpec, folder: Path, num_threads: int) -> None:
+        self.encoder = OnnxEncoder(spec, folder, num_threads)
+        tokenizer = self.encoder.tokenizer
+        special = {tokenizer.token_to_id(t) for t in BERT_SPECIAL_TOKENS}
+        special |= {i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
+        self.special_ids = np.array(sorted(i for i in special if i is not None), dtype=np.int64)
+
+    def sparse(self, texts: Sequence[str]) -> list[SparseVector]:
+        results: list[SparseVector] = []
+        for chunk in _chunks(texts, SPARSE_CHUNK):
+            encodings = self.encoder.encode(chunk)
+            weights, _ = self.encoder.run(encodings)
+            if weights.ndim != 2:
+                model_id, shape = self.encoder.model_id, weights.shape
+                raise EngineError(f"model [{model_id}] must output (batch, vocabulary) weights, not shape {shape}")
+            weights[:, self.special_ids[self.special_ids < weights.shape[1]]] = 0.0
+            for row, encoding in zip(weights, encodings, strict=True):
+                results.append(SparseVector(self._tokens(row), is_truncated=bool(encoding.overflowing)))
+        return results
+
+    def _tokens(self, row: npt.NDArray[np.float32]) -> dict[str, float]:
+        ids = np.flatnonzero(row > 0)
+        ids = ids[np.argsort(-row[ids], kind="stable")]  # strongest first, as people read them
+        tokenizer = self.encoder.tokenizer
+        out: dict[str, float] = {}
+        for i in ids:
+            token = tokenizer.id_to_token(int(i))
+            if token is not None:
+                out[token] = float(row[i])
+        return out
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.encoder.count_tokens(texts)
+
+    def close(self) -> None:
+        self.encoder.close()
+
+
+def _relevance(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """One score per pair: sigmoid of a single logit, or the probability of the last (relevant) label."""
+    if logits.ndim == 1:
+        logits = logits[:, None]
+    scores: npt.NDArray[np.float32]
+    if logits.shape[1] == 1:
+        scores = (1.0 / (1.0 + np.exp(-logits[:, 0]))).astype(np.float32)
+    else:
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        scores = (shifted[:, -1] / shifted.sum(axis=1)).astype(np.float32)
+    return scores
+
+
+class OnnxCrossEncoderRuntime:
+    """rerank: a sequence-classification model reading (query, document) pairs."""
+
+    def __init__(self, spec: ModelSpec, folder: Path, num_threads: int) -> None:
+        self.encoder = OnnxEncoder(spec, folder, num_threads)
+
+    def logits(self, query: str, documents: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Raw classifier outputs, one row per document."""
+        parts = []
+        for chunk in _chunks(documents, PAIR_CHUNK):
+            output, _ = self.encoder.run(self.encoder.encode([(query, d) for d in chunk]))
+            parts.append(output.reshape(len(chunk), -1))
+        return np.concatenate(parts, axis=0)
+
+    def score(self, query: str, documents: Sequence[str]) -> list[float]:
+        if not documents:
+            return []
+        return [float(s) for s in _relevance(self.logits(query, documents))]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.encoder.count_tokens(texts)
+
+    def close(self) -> None:
+        self.encoder.close()
