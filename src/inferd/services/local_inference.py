@@ -8,6 +8,7 @@ engine. Results take ES's shapes.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -27,6 +28,11 @@ from inferd.engine.deployment import AllocationPlan, Deployment
 from inferd.engine.engine import Engine
 from inferd.engine.runtimes.base import EmbeddingRuntime, GenerativeRuntime, RerankRuntime, SparseRuntime
 from inferd.services.base import Endpoint
+
+
+class GenerationAbandoned(Exception):
+    """Stops a generation whose stream nobody reads any more."""
+
 
 # Completions are an inferd extension (ES's elasticsearch service has no completion task).
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -148,8 +154,12 @@ class LocalInference:
         """Text pieces as the model produces them (the model runs in its allocation's thread)."""
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        abandoned = threading.Event()
 
         def on_text(piece: str) -> None:
+            # Raised in the model's thread: a client that went away stops the generation, not just its stream.
+            if abandoned.is_set():
+                raise GenerationAbandoned
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
         async def produce() -> None:
@@ -165,6 +175,7 @@ class LocalInference:
                     yield piece
             await task  # re-raise a failure of the generation
         finally:
+            abandoned.set()
             if not task.done():
                 task.cancel()
 
