@@ -348,10 +348,13 @@ def test_minilm_truncates_at_256_tokens(minilm: OnnxEmbeddingRuntime) -> None:
 
 @pytest.mark.models
 def test_minilm_many_texts_in_chunks(minilm: OnnxEmbeddingRuntime) -> None:
-    texts = [f"sentence number {i} about topic {i % 7}" for i in range(70)]
+    # Lengths that are not in order: the runtime runs them sorted by length and must put each
+    # vector back in its text's place.
+    texts = [f"sentence number {i} about topic {i % 7}" + " and more" * ((i * 37) % 11) for i in range(70)]
     vectors = minilm.embed(texts, None)
     assert vectors.shape == (70, 384)
-    np.testing.assert_allclose(vectors[45], minilm.embed([texts[45]], None)[0], atol=1e-5)
+    for i in (0, 3, 45, 69):
+        np.testing.assert_allclose(vectors[i], minilm.embed([texts[i]], None)[0], atol=1e-5)
 
 
 # --- SPLADE --------------------------------------------------------------------------------------
@@ -388,8 +391,9 @@ def test_splade_reports_truncation_at_512_tokens(splade: OnnxSparseRuntime) -> N
 
 
 @pytest.mark.models
-def test_splade_chunks_of_eight_agree_with_one_by_one(splade: OnnxSparseRuntime) -> None:
-    texts = [f"document {i} about {topic}" for i, topic in enumerate(["eggs", "cars", "music", "rain"] * 5)]
+def test_splade_chunked_batches_agree_with_one_by_one(splade: OnnxSparseRuntime) -> None:
+    topics = ["eggs", "cars", "music", "rain"] * 5
+    texts = [f"document {i} about {topic}" + " at length" * ((i * 7) % 5) for i, topic in enumerate(topics)]
     together = splade.sparse(texts)
     assert len(together) == 20
     for i in (0, 9, 19):

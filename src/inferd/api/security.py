@@ -28,9 +28,12 @@ def _names(value: str | None) -> list[str]:
     return [n for n in (value or "").split(",") if n]
 
 
-def _audit(request: Request, event_action: str, **details: object) -> None:
-    """A security change, recorded as ES records it: e.g. put={"user": {"name": ...}}; never a secret."""
-    app_state(request).authorizer.config_change(principal(request), event_action, request_info(request), **details)
+def _changed(request: Request, event_action: str, **details: object) -> None:
+    """A security change: cached principals are forgotten, and the change is audited as ES records it
+    (e.g. put={"user": {"name": ...}}), never with a secret."""
+    state = app_state(request)
+    state.authenticator.invalidate()
+    state.authorizer.config_change(principal(request), event_action, request_info(request), **details)
 
 
 # -- users (the _password, _enable and _disable routes come before /user/{username}) ------------
@@ -44,7 +47,7 @@ async def _change_password(request: Request, username: str | None) -> Response:
     if not (target == caller.username and caller.api_key is None and caller.authentication_type == "realm"):
         authorize(request, Action.CHANGE_PASSWORD)
     await app_state(request).security.change_password(target, await _body(request))
-    _audit(request, "change_password", change={"password": {"user": {"name": target}}})
+    _changed(request, "change_password", change={"password": {"user": {"name": target}}})
     return json_response(request, {})
 
 
@@ -62,7 +65,7 @@ async def _set_enabled(request: Request, username: str, enabled: bool) -> Respon
     check_params(request, ("refresh",))
     await app_state(request).security.set_enabled(principal(request), username, enabled)
     change = "enable" if enabled else "disable"
-    _audit(request, f"change_{change}_user", change={change: {"user": {"name": username}}})
+    _changed(request, f"change_{change}_user", change={change: {"user": {"name": username}}})
     return json_response(request, {})
 
 
@@ -84,7 +87,7 @@ async def disable_user(request: Request, username: str) -> Response:
 async def put_user(request: Request, username: str) -> Response:
     check_params(request, ("refresh",))
     created = await app_state(request).security.put_user(username, await _body(request))
-    _audit(request, "put_user", put={"user": {"name": username}})
+    _changed(request, "put_user", put={"user": {"name": username}})
     return json_response(request, {"created": created})
 
 
@@ -106,7 +109,7 @@ async def get_users(request: Request, username: str) -> Response:
 async def delete_user(request: Request, username: str) -> Response:
     check_params(request, ("refresh",))
     status, body = await app_state(request).security.delete_user(username)
-    _audit(request, "delete_user", delete={"user": {"name": username}})
+    _changed(request, "delete_user", delete={"user": {"name": username}})
     return json_response(request, body, status)
 
 
@@ -123,7 +126,7 @@ async def who_am_i(request: Request) -> Response:
 async def put_role(request: Request, name: str) -> Response:
     check_params(request, ("refresh",))
     created = await app_state(request).security.put_role(name, await _body(request))
-    _audit(request, "put_role", put={"role": {"name": name}})
+    _changed(request, "put_role", put={"role": {"name": name}})
     return json_response(request, {"role": {"created": created}})
 
 
@@ -145,7 +148,7 @@ async def get_roles(request: Request, name: str) -> Response:
 async def delete_role(request: Request, name: str) -> Response:
     check_params(request, ("refresh",))
     status, body = await app_state(request).security.delete_role(name)
-    _audit(request, "delete_role", delete={"role": {"name": name}})
+    _changed(request, "delete_role", delete={"role": {"name": name}})
     return json_response(request, body, status)
 
 
@@ -157,7 +160,7 @@ async def create_api_key(request: Request) -> Response:
     check_params(request, ("refresh",))
     raw = await read_raw_body(request, app_state(request).settings.max_content_length)
     body = await app_state(request).api_keys.create(principal(request), json_object(raw), raw)
-    _audit(request, "create_apikey", create={"apikey": {"id": body["id"], "name": body["name"]}})
+    _changed(request, "create_apikey", create={"apikey": {"id": body["id"], "name": body["name"]}})
     return json_response(request, body)
 
 
@@ -189,5 +192,5 @@ async def invalidate_api_keys(request: Request) -> Response:
     own = _about_own_keys(request, body.get("owner") is True, body.get("username"), body.get("realm_name"))
     grant = authorize(request, Action.INVALIDATE_API_KEY, own_keys_would_do=own)
     result = await app_state(request).api_keys.invalidate(principal(request), grant, body, raw)
-    _audit(request, "invalidate_apikeys", invalidate={"apikeys": {"ids": result["invalidated_api_keys"]}})
+    _changed(request, "invalidate_apikeys", invalidate={"apikeys": {"ids": result["invalidated_api_keys"]}})
     return json_response(request, result)

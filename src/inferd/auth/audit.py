@@ -28,6 +28,13 @@ class _JsonLines(logging.Formatter):
         return orjson.dumps(record.msg).decode()
 
 
+class _Enqueue(logging.handlers.QueueHandler):
+    """Hands the event over as it is: formatting happens on the writer thread, not on the request's."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 class AuditTrail:
     def __init__(self, path: Path | None, *, node_name: str, cluster_name: str) -> None:
         self._base = {"node.name": node_name, "cluster.name": cluster_name}
@@ -37,11 +44,9 @@ class AuditTrail:
         self._listener: logging.handlers.QueueListener | None = None
         if path is not None:
             handler = logging.FileHandler(path, encoding="utf-8")
+            handler.setFormatter(_JsonLines())
             q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-            # The queue handler formats (to one JSON line); the file handler writes that line as is.
-            enqueue = logging.handlers.QueueHandler(q)
-            enqueue.setFormatter(_JsonLines())
-            self._logger.addHandler(enqueue)
+            self._logger.addHandler(_Enqueue(q))
             self._listener = logging.handlers.QueueListener(q, handler)
             self._listener.start()
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import logging
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -63,12 +66,27 @@ def claimed_username(authorization: str | None) -> str | None:
     return username or None
 
 
+def _expired(principal: Principal) -> bool:
+    expiration = principal.api_key.expiration_ms if principal.api_key else None
+    return expiration is not None and expiration <= now_ms()
+
+
+def _throttle_key(principal: Principal) -> str:
+    return f"api_key:{principal.api_key.id}" if principal.api_key else principal.username
+
+
 def realm_of(username: str) -> Realm:
     return RESERVED_REALM if username in RESERVED_USERS else NATIVE_REALM
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+# How long an authenticated principal is reused without reading the store (ES caches realm users
+# for 20 minutes). Security changes made on this node clear the cache at once.
+PRINCIPAL_CACHE_SECONDS = 30.0
+VERSION_CHECK_SECONDS = 1.0
 
 
 class Authenticator:
@@ -78,10 +96,45 @@ class Authenticator:
         self._api_keys = api_keys
         self._throttle = throttle
         self._verifier = SecretVerifier()
+        self._digest_key = secrets.token_bytes(32)
+        self._cache: dict[bytes, tuple[float, Principal]] = {}
+        self._version = -1
+        self._version_checked = -VERSION_CHECK_SECONDS
+
+    def invalidate(self) -> None:
+        """Forget every cached principal (a user, role or API key changed)."""
+        self._cache.clear()
+
+    async def _check_version(self) -> None:
+        # At most once a second, one read of the security version: a change made elsewhere (another
+        # node, `inferd users reset-password`) empties this node's cache within a second.
+        now = time.monotonic()
+        if now - self._version_checked < VERSION_CHECK_SECONDS:
+            return
+        self._version_checked = now
+        version = await self._users.security_version()
+        if version != self._version:
+            self._version = version
+            self._cache.clear()
 
     async def authenticate(self, authorization: str | None, uri: str, address: str) -> Principal:
         if not authorization or not authorization.strip():
             raise unauthenticated(f"missing authentication credentials for REST request [{uri}]")
+        # Keyed by a keyed digest of the header: the credentials themselves are never kept.
+        key = hmac.new(self._digest_key, authorization.encode(), hashlib.sha256).digest()
+        await self._check_version()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic() and not _expired(hit[1]):
+            # A throttled user (or key) stays locked out even with a cached, correct credential.
+            self._check_throttle(_throttle_key(hit[1]), address)
+            return hit[1]
+        principal = await self._authenticate(authorization, uri, address)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (time.monotonic() + PRINCIPAL_CACHE_SECONDS, principal)
+        return principal
+
+    async def _authenticate(self, authorization: str, uri: str, address: str) -> Principal:
         scheme, _, credentials = authorization.strip().partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
@@ -179,7 +232,7 @@ class Authenticator:
             full_name=owner.full_name if owner else None,
             email=owner.email if owner else None,
             metadata=owner.metadata if owner else {},
-            api_key=ApiKeyRef(key.id, key.name, Realm(key.realm, key.realm_type)),
+            api_key=ApiKeyRef(key.id, key.name, Realm(key.realm, key.realm_type), key.expiration_ms),
             limited_by=RoleSet.of(key.limited_by),
         )
 

@@ -30,6 +30,7 @@ class ApiKeyRef:
     id: str
     name: str
     owner_realm: Realm
+    expiration_ms: int | None = None
 
 
 @dataclass(frozen=True)

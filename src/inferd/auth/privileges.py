@@ -7,6 +7,7 @@ privileged" order of granting privileges are the same.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from enum import StrEnum
 
 
@@ -78,6 +79,7 @@ CONDITIONAL_PRIVILEGES = frozenset({"manage_own_api_key"})
 assert set(PRIVILEGE_ORDER) == set(CLUSTER_PRIVILEGES)
 
 
+@functools.lru_cache(maxsize=4096)
 def privilege_grants(privilege: str, action: str) -> bool:
     """Whether a privilege name or a `cluster:...` action pattern grants `action`."""
     if privilege.startswith("cluster:"):

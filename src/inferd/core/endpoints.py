@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from inferd.core.endpoint import EndpointConfig, EndpointSecrets, validate_inference_id
@@ -22,14 +23,23 @@ from inferd.store.base import EndpointStore
 ALL_IDS = ("_all", "*")
 
 
-@dataclass(frozen=True)
+@dataclass
 class ResolvedEndpoint:
     service: Service
     config: EndpointConfig
     secrets: EndpointSecrets | None
+    _parsed: Endpoint | None = field(default=None, repr=False, compare=False)
 
     def parse(self) -> Endpoint:
-        return self.service.parse_stored(self.config, self.secrets)
+        """Parsed once per resolved (and cached) endpoint, not on every request."""
+        if self._parsed is None:
+            self._parsed = self.service.parse_stored(self.config, self.secrets)
+        return self._parsed
+
+
+# How long a resolved endpoint is reused without reading the store. Changes made on this node
+# invalidate it at once; the TTL bounds staleness when several nodes share one registry.
+RESOLVE_CACHE_SECONDS = 15.0
 
 
 UPDATABLE_BODY_KEYS = ("task_type", "service_settings", "task_settings")
@@ -84,6 +94,7 @@ class EndpointManager:
     def __init__(self, store: EndpointStore, services: ServiceRegistry) -> None:
         self.store = store
         self.services = services
+        self._resolved: dict[str, tuple[float, ResolvedEndpoint]] = {}
 
     # -- create ----------------------------------------------------------------------------
 
@@ -118,6 +129,7 @@ class EndpointManager:
             ) from None
         try:
             await self.store.create(endpoint.config, secrets)
+            self.forget(inference_id)
         except InferdError:
             await service.on_delete(endpoint.config)
             raise
@@ -148,7 +160,20 @@ class EndpointManager:
 
     async def resolve(self, inference_id: str) -> ResolvedEndpoint:
         """The endpoint, its secrets and its service, for inference; parsing is left to the caller,
-        so task-type checks on the stored config come first."""
+        so task-type checks on the stored config come first. Cached briefly: this is the hot path."""
+        cached = self._resolved.get(inference_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        resolved = await self._resolve(inference_id)
+        if len(self._resolved) > 1024:
+            self._resolved.clear()
+        self._resolved[inference_id] = (time.monotonic() + RESOLVE_CACHE_SECONDS, resolved)
+        return resolved
+
+    def forget(self, inference_id: str) -> None:
+        self._resolved.pop(inference_id, None)
+
+    async def _resolve(self, inference_id: str) -> ResolvedEndpoint:
         default = self.services.default_endpoint(inference_id)
         secrets: EndpointSecrets | None = None  # preconfigured endpoints have none
         if default is not None:
@@ -183,6 +208,7 @@ class EndpointManager:
             raise NotFound(f"No service found for this inference endpoint {inference_id}")
         if not is_default:
             await self.store.delete(inference_id)
+        self.forget(inference_id)
         if service is not None:
             await service.on_delete(config)
         return {"acknowledged": True, "pipelines": [], "indexes": []}
@@ -205,6 +231,7 @@ class EndpointManager:
         new_config, new_secrets = service.apply_update(config, secrets, service_patch, task_patch)
         await service.on_update(service.parse_stored(config, secrets), service.parse_stored(new_config, new_secrets))
         await self.store.replace(new_config, new_secrets)
+        self.forget(inference_id)
         return new_config
 
 

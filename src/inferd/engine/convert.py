@@ -95,19 +95,14 @@ def _cosines(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDAr
 
 def _inputs(tokenizer_path: Path, max_length: int, task: str) -> dict[str, npt.NDArray[np.int64]]:
     """The fixed check batch, tokenized as the runtime will tokenize it (pairs for rerank)."""
-    from inferd.engine.runtimes.onnx import load_tokenizer
+    from inferd.engine.runtimes.onnx import load_tokenizer, padded_feed
 
     try:
-        tokenizer = load_tokenizer(tokenizer_path, max_length, "import")
+        tokenizer, pad_id = load_tokenizer(tokenizer_path, max_length, "import")
     except EngineError as exc:
         raise ConversionError(exc.reason) from exc
     batch: list[Any] = [(CHECK_QUERY, t) for t in CHECK_TEXTS] if task == "rerank" else list(CHECK_TEXTS)
-    encodings = tokenizer.encode_batch(batch)
-    return {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-    }
+    return padded_feed(tokenizer.encode_batch(batch), pad_id)
 
 
 def _run_onnx(path: Path, feed: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:

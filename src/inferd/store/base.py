@@ -62,6 +62,9 @@ class UserStore(Protocol):
 
     async def set_enabled(self, username: str, enabled: bool) -> bool: ...
 
+    async def security_version(self) -> int:
+        """A counter every user, role or API key change increments (to invalidate caches anywhere)."""
+
 
 @dataclass(frozen=True)
 class RoleRecord:

@@ -13,10 +13,10 @@ from inferd.store.crypto import SecretsCipher
 from inferd.store.schema import meta
 from inferd.store.sql_base import migrate, sqlite_engine
 from inferd.store.sql_endpoints import SqlEndpoints
-from inferd.store.sql_security import SqlApiKeys, SqlRoles, SqlUsers
+from inferd.store.sql_security import SqlApiKeys, SqlRoles, SqlSecurityVersion, SqlUsers
 
 
-class SqlStore(SqlEndpoints, SqlUsers, SqlRoles, SqlApiKeys):
+class SqlStore(SqlEndpoints, SqlUsers, SqlRoles, SqlApiKeys, SqlSecurityVersion):
     """Every store interface (endpoints, users, roles, API keys, meta) over one SQLAlchemy engine."""
 
     def __init__(self, engine: Engine, cipher: SecretsCipher, *, threads: int = 8) -> None:

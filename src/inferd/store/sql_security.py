@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from inferd.store.base import ApiKeyQuery, ApiKeyRecord, RoleRecord, UserRecord
-from inferd.store.schema import api_keys, roles, users
+from inferd.store.schema import api_keys, meta, roles, users
 from inferd.store.sql_base import SqlBase, now_iso
 
 
@@ -59,6 +59,28 @@ def _key_from_row(row: Any) -> ApiKeyRecord:
     )
 
 
+SECURITY_VERSION = "security_version"
+
+
+def bump_security_version(conn: Connection) -> None:
+    """Counts security changes, in the same transaction, so every node (and the CLI) can tell."""
+    row = conn.execute(select(meta.c.value).where(meta.c.key == SECURITY_VERSION)).first()
+    if row is None:
+        conn.execute(insert(meta).values(key=SECURITY_VERSION, value="1"))
+    else:
+        conn.execute(update(meta).where(meta.c.key == SECURITY_VERSION).values(value=str(int(row.value) + 1)))
+
+
+class SqlSecurityVersion(SqlBase):
+    async def security_version(self) -> int:
+        def run() -> int:
+            with self._read() as conn:
+                row = conn.execute(select(meta.c.value).where(meta.c.key == SECURITY_VERSION)).first()
+            return int(row.value) if row else 0
+
+        return await self._run(run)
+
+
 class SqlUsers(SqlBase):
     async def get_user(self, username: str) -> UserRecord | None:
         def run() -> UserRecord | None:
@@ -89,6 +111,7 @@ class SqlUsers(SqlBase):
     async def put_user(self, user: UserRecord) -> bool:
         def run() -> bool:
             with self._write() as conn:
+                bump_security_version(conn)
                 result = conn.execute(
                     update(users).where(users.c.username == user.username).values(**_user_values(user))
                 )
@@ -102,6 +125,7 @@ class SqlUsers(SqlBase):
     async def delete_user(self, username: str) -> bool:
         def run() -> bool:
             with self._write() as conn:
+                bump_security_version(conn)
                 return bool(conn.execute(delete(users).where(users.c.username == username)).rowcount)
 
         return await self._run(run)
@@ -115,6 +139,7 @@ class SqlUsers(SqlBase):
     async def _update_user(self, username: str, **values: Any) -> bool:
         def run() -> bool:
             with self._write() as conn:
+                bump_security_version(conn)
                 result = conn.execute(update(users).where(users.c.username == username).values(**values))
             return bool(result.rowcount)
 
@@ -146,6 +171,7 @@ class SqlRoles(SqlBase):
         def run() -> bool:
             values = {"descriptor": _json(role.descriptor), "updated_at": now_iso()}
             with self._write() as conn:
+                bump_security_version(conn)
                 if conn.execute(update(roles).where(roles.c.name == role.name).values(**values)).rowcount:
                     return False
                 conn.execute(insert(roles).values(name=role.name, **values))
@@ -156,6 +182,7 @@ class SqlRoles(SqlBase):
     async def delete_role(self, name: str) -> bool:
         def run() -> bool:
             with self._write() as conn:
+                bump_security_version(conn)
                 return bool(conn.execute(delete(roles).where(roles.c.name == name)).rowcount)
 
         return await self._run(run)
@@ -223,6 +250,7 @@ class SqlApiKeys(SqlBase):
         def run() -> list[str]:
             done: list[str] = []
             with self._write() as conn:
+                bump_security_version(conn)
                 for key_id in wanted:
                     result = conn.execute(
                         update(api_keys)
