@@ -2,8 +2,9 @@
 
 For each model (E5, MiniLM, SPLADE): the raw runtime called in-process at its best batch size,
 then the real server (`inferd serve`, security on) under 32 concurrent clients each sending
-single texts, with the same threads. Prints the ratio served/raw, single-request latency p50/p99,
-and the server's peak RSS. Usage:
+single texts, with the same threads. Prints the ratio served/raw, single-request latency p50/p99
+(one request at a time), the CPU the server's event loop spends per request (HTTP, security,
+JSON, batching: everything but the model) and the server's peak RSS. Usage:
 
     .venv/bin/python bench/embeddings.py [--seconds 20] [--threads 2] [--repository DIR]
 
@@ -121,6 +122,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU seconds of the server's main thread: the event loop, i.e. HTTP, auth, JSON, batching."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -172,8 +179,8 @@ end
 """
 
 
-def served_with_wrk(url: str, inference_id: str, task: str, seconds: float) -> float:
-    """Requests per second from wrk (a C load generator: far less CPU than a Python client)."""
+def served_with_wrk(url: str, inference_id: str, task: str, seconds: float) -> tuple[float, int]:
+    """Requests per second and requests done, from wrk (a C load generator: far less CPU than a Python client)."""
     import base64
     import json
     import re
@@ -196,8 +203,9 @@ def served_with_wrk(url: str, inference_id: str, task: str, seconds: float) -> f
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert match, out
-    return float(match.group(1))
+    done = re.search(r"(\d+) requests in", out)
+    assert match and done, out
+    return float(match.group(1)), int(done.group(1))
 
 
 def start_server(data: Path, repository: Path | None) -> tuple[subprocess.Popen[bytes], str]:
@@ -249,23 +257,31 @@ def main() -> None:
                 )
                 if created.status_code != 200:
                     raise SystemExit(f"could not create the endpoint: {created.text}")
+                before = main_thread_cpu_s(proc.pid)
                 rate, latencies = asyncio.run(served(url, inference_id, task, args.seconds))
+                done = rate * args.seconds + CLIENTS + 200  # the load, its warm-up and the latency probes
                 if shutil.which("wrk") and not args.python_client:
-                    rate = served_with_wrk(url, inference_id, task, args.seconds)
+                    before = main_thread_cpu_s(proc.pid)
+                    rate, done = served_with_wrk(url, inference_id, task, args.seconds)
+                loop_ms = (main_thread_cpu_s(proc.pid) - before) * 1000 / done
                 rss = peak_rss_mb(proc.pid)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
             q = statistics.quantiles(latencies, n=100)
-            rows.append((label, raw, batch, rate, rate / raw, q[49], q[98], rss))
+            rows.append((label, raw, batch, rate, rate / raw, q[49], q[98], loop_ms, rss))
         client = "wrk" if shutil.which("wrk") and not args.python_client else "httpx"
         print(f"threads={args.threads} clients={CLIENTS} ({client}) seconds={args.seconds} cpus={os.cpu_count()}")
         print(
-            "| model | raw texts/s (best batch) | served texts/s | served/raw | p50 ms | p99 ms | server peak RSS MB |"
+            "| model | raw texts/s (best batch) | served texts/s | served/raw | p50 ms | p99 ms "
+            "| event-loop CPU ms/request | server peak RSS MB |"
         )
-        print("|---|---|---|---|---|---|---|")
-        for label, raw, batch, rate, ratio, p50, p99, rss in rows:
-            print(f"| {label} | {raw:.0f} ({batch}) | {rate:.0f} | {ratio:.2f} | {p50:.1f} | {p99:.1f} | {rss:.0f} |")
+        print("|---|---|---|---|---|---|---|---|")
+        for label, raw, batch, rate, ratio, p50, p99, loop_ms, rss in rows:
+            print(
+                f"| {label} | {raw:.0f} ({batch}) | {rate:.0f} | {ratio:.2f} | {p50:.1f} | {p99:.1f} "
+                f"| {loop_ms:.2f} | {rss:.0f} |"
+            )
 
 
 if __name__ == "__main__":
