@@ -100,9 +100,11 @@ class Authenticator:
         self._cache: dict[bytes, tuple[float, Principal]] = {}
         self._version = -1
         self._version_checked = -VERSION_CHECK_SECONDS
+        self._generation = 0  # bumped by every invalidation: a lookup that raced one is not cached
 
     def invalidate(self) -> None:
         """Forget every cached principal (a user, role or API key changed)."""
+        self._generation += 1
         self._cache.clear()
 
     async def _check_version(self) -> None:
@@ -115,7 +117,7 @@ class Authenticator:
         version = await self._users.security_version()
         if version != self._version:
             self._version = version
-            self._cache.clear()
+            self.invalidate()
 
     async def authenticate(self, authorization: str | None, uri: str, address: str) -> Principal:
         if not authorization or not authorization.strip():
@@ -128,10 +130,12 @@ class Authenticator:
             # A throttled user (or key) stays locked out even with a cached, correct credential.
             self._check_throttle(_throttle_key(hit[1]), address)
             return hit[1]
+        generation = self._generation
         principal = await self._authenticate(authorization, uri, address)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (time.monotonic() + PRINCIPAL_CACHE_SECONDS, principal)
+        if generation == self._generation:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (time.monotonic() + PRINCIPAL_CACHE_SECONDS, principal)
         return principal
 
     async def _authenticate(self, authorization: str, uri: str, address: str) -> Principal:

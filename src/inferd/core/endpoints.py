@@ -95,6 +95,7 @@ class EndpointManager:
         self.store = store
         self.services = services
         self._resolved: dict[str, tuple[float, ResolvedEndpoint]] = {}
+        self._generation = 0  # bumped by every change: a lookup that raced one is not cached
 
     # -- create ----------------------------------------------------------------------------
 
@@ -164,13 +165,16 @@ class EndpointManager:
         cached = self._resolved.get(inference_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        generation = self._generation
         resolved = await self._resolve(inference_id)
-        if len(self._resolved) > 1024:
-            self._resolved.clear()
-        self._resolved[inference_id] = (time.monotonic() + RESOLVE_CACHE_SECONDS, resolved)
+        if generation == self._generation:
+            if len(self._resolved) > 1024:
+                self._resolved.clear()
+            self._resolved[inference_id] = (time.monotonic() + RESOLVE_CACHE_SECONDS, resolved)
         return resolved
 
     def forget(self, inference_id: str) -> None:
+        self._generation += 1
         self._resolved.pop(inference_id, None)
 
     async def _resolve(self, inference_id: str) -> ResolvedEndpoint:
