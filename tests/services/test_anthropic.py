@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,42 +14,43 @@ import pytest
 from inferd.services.anthropic import AnthropicService
 from tests.conftest import assert_es_error
 from tests.fakes.anthropic import API_KEY, INPUT_TOKENS, MESSAGE_ID, TOOL_USE_ID, VERSION, FakeAnthropic
-from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
+from tests.support.providers import (
+    MAX_RETRIES,
+    api_key_configuration,
+    assert_completion_stream_is_byte_exact,
+    assert_connection_refused,
+    assert_creation_fails,
+    assert_disconnect_cancels_upstream,
+    assert_rate_limit_holds,
+    assert_request_timeout,
+    assert_retry_after_is_waited_out,
+    assert_ssrf_guard_refuses,
+    client_for,
+    put,
+    put_without_validation,
+    serve_fake,
+    serve_inferd,
+    services_entry,
+    sse_frames,
+)
+from tests.support.servers import PASSWORD, RunningServer, free_port
 
-LOOPBACK = r"http://127\.0\.0\.1:\d+/.*"
-FAST_RETRIES = {"http_retry_initial_delay": 0.01, "http_retry_max_delay": 0.05, "http_max_retries": 3}
-BOM = b"\xef\xbb\xbf"
 MODEL = "claude-3-5-haiku-20241022"
-CREATION_FAILED = "Could not complete inference endpoint creation as validation call to service threw an exception."
-
-
-def anthropic_server(data: Path, **settings: Any) -> ThreadedServer:
-    return ThreadedServer(data, **settings)
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as provider:
-        yield provider
+    yield from serve_fake(FakeAnthropic())
 
 
 @pytest.fixture(scope="module")
 def inferd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    data = tmp_path_factory.mktemp("anthropic")
-    with anthropic_server(data, trusted_url_patterns=[LOOPBACK], **FAST_RETRIES) as running:
-        yield running
+    yield from serve_inferd(tmp_path_factory, "anthropic")
 
 
 @pytest.fixture
 def http(inferd: RunningServer, fake: FakeAnthropic) -> Iterator[httpx.Client]:
-    fake.requests.clear()
-    fake.script.clear()
-    fake.stream_cancelled.clear()
-    with inferd.http() as client:
-        yield client
-        for ep in client.get("/_inference/_all").json()["endpoints"]:
-            if ep["service"] == "anthropic":
-                client.delete(f"/_inference/{ep['inference_id']}")
+    yield from client_for(inferd, fake, "anthropic")
 
 
 def endpoint_body(fake: FakeAnthropic, task_settings: dict[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
@@ -61,25 +61,14 @@ def endpoint_body(fake: FakeAnthropic, task_settings: dict[str, Any] | None = No
     }
 
 
-def put(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = http.put(path, json=body)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 def anthropic_error(error_type: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error_type, "message": message}}
-
-
-def event(data: dict[str, Any] | str, name: str = "message") -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return BOM + f"event: {name}\ndata: {payload}\n\n".encode()
 
 
 def frames(response: httpx.Response) -> list[tuple[str, Any]]:
     """(event name, decoded data) of each frame of an ES SSE response."""
     out = []
-    for frame in (f for f in response.content.split(BOM) if f):
+    for frame in sse_frames(response):
         name, data = frame.split(b"\n", 1)
         text = data.removeprefix(b"data: ").rstrip(b"\n").decode()
         out.append((name.removeprefix(b"event: ").decode(), text if text == "[DONE]" else json.loads(text)))
@@ -163,28 +152,21 @@ def test_missing_wrong_and_unknown_settings(http: httpx.Client, fake: FakeAnthro
 
 
 def test_a_bad_key_at_creation_is_the_mapped_401(http: httpx.Client, fake: FakeAnthropic) -> None:
-    error = assert_es_error(
-        http.put("/_inference/completion/an-badkey", json=endpoint_body(fake, api_key="sk-ant-wrong")),
-        400,
-        "status_exception",
-        CREATION_FAILED,
-    )
-    assert error["caused_by"] == {
+    body = endpoint_body(fake, api_key="sk-ant-wrong")
+    caused_by = assert_creation_fails(http, "/_inference/completion/an-badkey", body)
+    assert caused_by == {
         "type": "status_exception",
         "reason": "Received an authentication error status code for request from inference entity id [an-badkey] "
         "status [401]. Error message: [invalid x-api-key]",
     }
     assert fake.requests[-1].headers["x-api-key"] == "sk-ant-wrong"
-    assert http.get("/_inference/an-badkey").status_code == 404
 
 
 def test_validation_can_be_skipped(tmp_path: Path, fake: FakeAnthropic) -> None:
     fake.requests.clear()
-    server = anthropic_server(tmp_path, trusted_url_patterns=[LOOPBACK], skip_validate_and_start=True)
-    with server as running, running.http() as client:
-        body = endpoint_body(fake)
-        del body["service_settings"]["url"]  # the default endpoint is Anthropic's own: never called here
-        created = put(client, "/_inference/completion/an-skip", body)
+    body = endpoint_body(fake)
+    del body["service_settings"]["url"]  # the default endpoint is Anthropic's own: never called here
+    created = put_without_validation(tmp_path, "/_inference/completion/an-skip", body)
     assert fake.requests == []
     assert created["service_settings"] == {"model_id": MODEL, "rate_limit": {"requests_per_minute": 50}}
 
@@ -333,7 +315,7 @@ def test_5xx_becomes_400_after_bounded_retries(
         "status_exception",
         f"{wording} for request from inference entity id [an-5xx] status [{status}]. Error message: [Overloaded]",
     )
-    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+    assert len(fake.requests) == 1 + MAX_RETRIES
 
 
 @pytest.mark.parametrize("status", [502, 503])
@@ -352,18 +334,8 @@ def test_other_5xx_are_not_retried(http: httpx.Client, fake: FakeAnthropic, stat
 
 
 def test_429_is_retried_after_retry_after(http: httpx.Client, fake: FakeAnthropic) -> None:
-    put(http, "/_inference/completion/an-429", endpoint_body(fake))
-    fake.requests.clear()
-    fake.then(
-        429,
-        anthropic_error("rate_limit_error", "Number of requests has exceeded your rate limit"),
-        headers={"Retry-After": "0.5"},
-    )
-    started = time.monotonic()
-    response = http.post("/_inference/completion/an-429", json={"input": "x"})
-    assert response.status_code == 200, response.text
-    assert len(fake.requests) == 2
-    assert time.monotonic() - started >= 0.5  # the provider's Retry-After was waited out
+    rate_limited = anthropic_error("rate_limit_error", "Number of requests has exceeded your rate limit")
+    assert_retry_after_is_waited_out(http, fake, "/_inference/completion/an-429", endpoint_body(fake), rate_limited)
 
 
 def test_429_after_the_retries_reports_the_rate_limit_headers(http: httpx.Client, fake: FakeAnthropic) -> None:
@@ -385,18 +357,11 @@ def test_429_after_the_retries_reports_the_rate_limit_headers(http: httpx.Client
         "Request limit [50], remaining requests [0], request reset [2025-01-01T00:00:30Z]. Retry after [0] "
         "for request from inference entity id [an-429b] status [429]. Error message: [Slow down]",
     )
-    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+    assert len(fake.requests) == 1 + MAX_RETRIES
 
 
 def test_a_slow_provider_hits_the_request_timeout(http: httpx.Client, fake: FakeAnthropic) -> None:
-    put(http, "/_inference/completion/an-slow", endpoint_body(fake))
-    fake.then(200, {"content": []}, delay=3)
-    assert_es_error(
-        http.post("/_inference/completion/an-slow?timeout=300ms", json={"input": "x"}),
-        408,
-        "status_exception",
-        "Request timed out after [300ms]",
-    )
+    assert_request_timeout(http, fake, "/_inference/completion/an-slow", endpoint_body(fake), {"content": []})
 
 
 def test_malformed_and_incomplete_answers(http: httpx.Client, fake: FakeAnthropic) -> None:
@@ -419,37 +384,20 @@ def test_malformed_and_incomplete_answers(http: httpx.Client, fake: FakeAnthropi
 
 def test_connection_refused(http: httpx.Client, fake: FakeAnthropic) -> None:
     body = endpoint_body(fake, url=f"http://127.0.0.1:{free_port()}/v1/messages")
-    error = assert_es_error(http.put("/_inference/completion/an-refused", json=body), 400, "status_exception")
-    assert error["caused_by"]["reason"].startswith("Failed to send Anthropic completion request. Cause:")
-    assert http.get("/_inference/an-refused").status_code == 404
+    cause = "Failed to send Anthropic completion request. Cause:"
+    assert_connection_refused(http, "/_inference/completion/an-refused", body, cause)
 
 
 def test_the_rate_limit_holds(http: httpx.Client, fake: FakeAnthropic) -> None:
-    put(http, "/_inference/completion/an-rpm", endpoint_body(fake, rate_limit={"requests_per_minute": 3}))
-    for _ in range(2):  # the validation call at PUT took the first slot
-        assert http.post("/_inference/completion/an-rpm", json={"input": "x"}).status_code == 200
-    before = len(fake.requests)
-    response = http.post("/_inference/completion/an-rpm?timeout=500ms", json={"input": "x"})
-    assert response.status_code == 408
-    assert len(fake.requests) == before  # the fourth call waited for a slot and never reached the provider
+    assert_rate_limit_holds(http, fake, "/_inference/completion/an-rpm", endpoint_body(fake))
 
 
 # -- completion streaming ------------------------------------------------------------------------
 
 
 def test_completion_stream_frames_are_byte_exact(http: httpx.Client, fake: FakeAnthropic) -> None:
-    put(http, "/_inference/completion/an-stream", endpoint_body(fake, {"max_tokens": 16, "top_k": 5}))
-    response = http.post("/_inference/completion/an-stream/_stream", json={"input": "hello big world"})
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "text/event-stream"
-    assert response.content == b"".join(
-        [
-            event({"completion": [{"delta": "HELLO"}]}),
-            event({"completion": [{"delta": " BIG"}]}),
-            event({"completion": [{"delta": " WORLD"}]}),
-            event("[DONE]"),
-        ]
-    )
+    body = endpoint_body(fake, {"max_tokens": 16, "top_k": 5})
+    assert_completion_stream_is_byte_exact(http, "/_inference/completion/an-stream", body)
     assert fake.requests[-1].body == {
         "messages": [{"role": "user", "content": "hello big world"}],
         "model": MODEL,
@@ -490,13 +438,10 @@ def test_an_upstream_error_before_the_stream_keeps_its_status(http: httpx.Client
 def test_a_client_that_disconnects_cancels_the_upstream_call(
     inferd: RunningServer, fake: FakeAnthropic, http: httpx.Client
 ) -> None:
-    put(http, "/_inference/completion/an-cancel", endpoint_body(fake))
-    with (
-        inferd.http() as client,
-        client.stream("POST", "/_inference/completion/an-cancel/_stream", json={"input": "slow " * 50}) as response,
-    ):
-        next(response.iter_bytes())
-    assert fake.stream_cancelled.wait(timeout=10), "the upstream stream was not cancelled"
+    request = {"input": "slow " * 50}
+    assert_disconnect_cancels_upstream(
+        inferd, fake, http, "/_inference/completion/an-cancel", endpoint_body(fake), request
+    )
 
 
 # -- chat completion -----------------------------------------------------------------------------
@@ -834,14 +779,10 @@ def test_chat_completion_mid_stream_error(http: httpx.Client, fake: FakeAnthropi
 def test_chat_completion_disconnect_cancels_upstream(
     inferd: RunningServer, fake: FakeAnthropic, http: httpx.Client
 ) -> None:
-    put(http, "/_inference/chat_completion/an-chatcancel", endpoint_body(fake))
     request = {"messages": [{"role": "user", "content": "slow " * 50}]}
-    with (
-        inferd.http() as client,
-        client.stream("POST", "/_inference/chat_completion/an-chatcancel/_stream", json=request) as response,
-    ):
-        next(response.iter_bytes())
-    assert fake.stream_cancelled.wait(timeout=10), "the upstream stream was not cancelled"
+    assert_disconnect_cancels_upstream(
+        inferd, fake, http, "/_inference/chat_completion/an-chatcancel", endpoint_body(fake), request
+    )
 
 
 # -- guard and catalogue -------------------------------------------------------------------------
@@ -849,33 +790,21 @@ def test_chat_completion_disconnect_cancels_upstream(
 
 def test_ssrf_guard_refuses_private_addresses(tmp_path: Path, fake: FakeAnthropic) -> None:
     fake.requests.clear()
-    with anthropic_server(tmp_path) as running, running.http() as client:
-        for url, address in ((f"{fake.url}/v1/messages", "127.0.0.1"), ("http://10.0.0.7/v1/messages", "10.0.0.7")):
-            assert_es_error(
-                client.put("/_inference/completion/an-ssrf", json=endpoint_body(fake, url=url)),
-                400,
-                "status_exception",
-                f"The url [{url}] resolves to the non-public address [{address}], which inferd does not call; "
-                "an operator can allow it with a matching pattern in INFERD_TRUSTED_URL_PATTERNS",
-            )
-        assert client.get("/_inference/an-ssrf").status_code == 404
+    assert_ssrf_guard_refuses(
+        tmp_path,
+        "/_inference/completion/an-ssrf",
+        lambda url: endpoint_body(fake, url=url),
+        [(f"{fake.url}/v1/messages", "127.0.0.1"), ("http://10.0.0.7/v1/messages", "10.0.0.7")],
+    )
     assert fake.requests == []
 
 
 def test_services_entry(http: httpx.Client) -> None:
-    (entry,) = [e for e in http.get("/_inference/_services").json() if e["service"] == "anthropic"]
+    entry = services_entry(http, "anthropic")
     assert entry["name"] == "Anthropic"
     assert entry["task_types"] == ["completion", "chat_completion"]
     config = entry["configurations"]
-    assert config["api_key"] == {
-        "description": "API Key for the provider you're connecting to.",
-        "label": "API Key",
-        "required": True,
-        "sensitive": True,
-        "updatable": True,
-        "type": "str",
-        "supported_task_types": ["completion", "chat_completion"],
-    }
+    assert config["api_key"] == api_key_configuration(["completion", "chat_completion"])
     assert config["model_id"] == {
         "description": "The name of the model to use for the inference task.",
         "label": "Model ID",

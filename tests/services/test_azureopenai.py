@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,42 +26,43 @@ from tests.fakes.azureopenai import (
     FakeAzureOpenAi,
 )
 from tests.fakes.openai import vector
-from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
-
-# Also covers the `url` base (no path) checked at PUT: the guard matches it as if it ended in "/".
-LOOPBACK = r"http://127\.0\.0\.1:\d+/.*"
-FAST_RETRIES = {"http_retry_initial_delay": 0.01, "http_retry_max_delay": 0.05, "http_max_retries": 3}
-BOM = b"\xef\xbb\xbf"
-CREATION_FAILED = "Could not complete inference endpoint creation as validation call to service threw an exception."
-
-
-def server(data_dir: Path, **settings: Any) -> ThreadedServer:
-    """An inferd server (every server of this file)."""
-    return ThreadedServer(data_dir, **settings)
+from tests.support.providers import (
+    MAX_RETRIES,
+    assert_completion_stream_is_byte_exact,
+    assert_connection_refused,
+    assert_creation_fails,
+    assert_disconnect_cancels_upstream,
+    assert_rate_limit_holds,
+    assert_request_timeout,
+    assert_retry_after_is_waited_out,
+    assert_ssrf_guard_refuses,
+    chat_chunks,
+    client_for,
+    dimensions_mismatch,
+    event,
+    first_delta_then_error,
+    put,
+    put_without_validation,
+    serve_fake,
+    serve_inferd,
+    services_entry,
+)
+from tests.support.servers import PASSWORD, RunningServer, free_port
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeAzureOpenAi]:
-    with FakeAzureOpenAi() as provider:
-        yield provider
+    yield from serve_fake(FakeAzureOpenAi())
 
 
 @pytest.fixture(scope="module")
 def inferd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with server(tmp_path_factory.mktemp("azureopenai"), trusted_url_patterns=[LOOPBACK], **FAST_RETRIES) as running:
-        yield running
+    yield from serve_inferd(tmp_path_factory, "azureopenai")
 
 
 @pytest.fixture
 def http(inferd: RunningServer, fake: FakeAzureOpenAi) -> Iterator[httpx.Client]:
-    fake.requests.clear()
-    fake.script.clear()
-    fake.stream_cancelled.clear()
-    with inferd.http() as client:
-        yield client
-        for ep in client.get("/_inference/_all").json()["endpoints"]:
-            if ep["service"] == "azureopenai":
-                client.delete(f"/_inference/{ep['inference_id']}")
+    yield from client_for(inferd, fake, "azureopenai")
 
 
 def endpoint_body(
@@ -95,12 +95,6 @@ def embedding_body(fake: FakeAzureOpenAi, **kwargs: Any) -> dict[str, Any]:
 
 def chat_body(fake: FakeAzureOpenAi, **kwargs: Any) -> dict[str, Any]:
     return endpoint_body(fake, "gpt-4o-mini", **kwargs)
-
-
-def put(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = http.put(path, json=body)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def last(fake: FakeAzureOpenAi) -> AzureRecorded:
@@ -247,13 +241,9 @@ def test_a_size_that_does_not_match_the_declared_dimensions_is_refused(
     http: httpx.Client, fake: FakeAzureOpenAi
 ) -> None:
     fake.then(200, {"object": "list", "data": [{"index": 0, "embedding": [0.1, 0.2]}], "model": "m"})
-    response = http.put("/_inference/text_embedding/az-mismatch", json=endpoint_body(fake, "te3-small", dimensions=4))
-    error = assert_es_error(response, 400, "status_exception", CREATION_FAILED)
-    assert error["caused_by"]["reason"] == (
-        "The retrieved embeddings size [2] does not match the size specified in the settings [4]. "
-        "Please recreate the [az-mismatch] configuration with the correct dimensions"
-    )
-    assert http.get("/_inference/az-mismatch").status_code == 404
+    body = endpoint_body(fake, "te3-small", dimensions=4)
+    caused_by = assert_creation_fails(http, "/_inference/text_embedding/az-mismatch", body)
+    assert caused_by["reason"] == dimensions_mismatch(2, 4, "az-mismatch")
 
 
 @pytest.mark.parametrize(
@@ -263,18 +253,14 @@ def test_a_size_that_does_not_match_the_declared_dimensions_is_refused(
 def test_a_bad_credential_at_creation_is_an_es_error(
     http: httpx.Client, fake: FakeAzureOpenAi, secrets: dict[str, str], message: str
 ) -> None:
-    error = assert_es_error(
-        http.put("/_inference/text_embedding/az-badkey", json=embedding_body(fake, secrets=secrets)),
-        400,
-        "status_exception",
-        CREATION_FAILED,
+    caused_by = assert_creation_fails(
+        http, "/_inference/text_embedding/az-badkey", embedding_body(fake, secrets=secrets)
     )
-    assert error["caused_by"] == {
+    assert caused_by == {
         "type": "status_exception",
         "reason": "Received an authentication error status code for request from inference entity id [az-badkey] "
         f"status [401]. Error message: [{message}]",
     }
-    assert http.get("/_inference/az-badkey").status_code == 404
 
 
 def test_a_wrong_deployment_or_api_version_is_a_not_found(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
@@ -283,10 +269,8 @@ def test_a_wrong_deployment_or_api_version_is_a_not_found(http: httpx.Client, fa
         ("ada", "1999-01-01", "Resource not found"),
     ):
         body = endpoint_body(fake, deployment, api_version=version)
-        error = assert_es_error(
-            http.put("/_inference/text_embedding/az-404", json=body), 400, "status_exception", CREATION_FAILED
-        )
-        assert error["caused_by"]["reason"] == (
+        caused_by = assert_creation_fails(http, "/_inference/text_embedding/az-404", body)
+        assert caused_by["reason"] == (
             f"Resource not found at [{fake.url}/openai/deployments/{deployment}/embeddings?api-version={version}] "
             f"for request from inference entity id [az-404] status [404]. Error message: [{message}]"
         )
@@ -295,11 +279,7 @@ def test_a_wrong_deployment_or_api_version_is_a_not_found(http: httpx.Client, fa
 
 def test_validation_can_be_skipped(tmp_path: Path, fake: FakeAzureOpenAi) -> None:
     fake.requests.clear()
-    with (
-        server(tmp_path, trusted_url_patterns=[LOOPBACK], skip_validate_and_start=True) as running,
-        running.http() as client,
-    ):
-        created = put(client, "/_inference/text_embedding/az-skip", embedding_body(fake))
+    created = put_without_validation(tmp_path, "/_inference/text_embedding/az-skip", embedding_body(fake))
     assert fake.requests == []
     assert "dimensions" not in created["service_settings"]
 
@@ -469,24 +449,24 @@ def test_upstream_5xx_becomes_400_after_bounded_retries(http: httpx.Client, fake
         "Received a server error status code for request from inference entity id [az-500] status [500]. "
         "Error message: [boom]",
     )
-    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+    assert len(fake.requests) == 1 + MAX_RETRIES
 
 
 def test_429_is_retried_after_retry_after(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
-    put(http, "/_inference/text_embedding/az-429", embedding_body(fake))
-    fake.requests.clear()
     quota = {
         "code": "429",
         "message": "Requests to the Embeddings_Create Operation under Azure OpenAI API version 2024-10-21 have "
         "exceeded call rate limit of your current OpenAI S0 pricing tier. Please retry after 1 second.",
     }
-    headers = {"Retry-After": "1", "x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "0"}
-    fake.then(429, {"error": quota}, headers=headers)
-    started = time.monotonic()
-    response = http.post("/_inference/text_embedding/az-429", json={"input": "x"})
-    assert response.status_code == 200, response.text
-    assert len(fake.requests) == 2
-    assert time.monotonic() - started >= 1.0  # Azure's Retry-After was waited out
+    assert_retry_after_is_waited_out(
+        http,
+        fake,
+        "/_inference/text_embedding/az-429",
+        embedding_body(fake),
+        {"error": quota},
+        retry_after="1",
+        headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "0"},
+    )
 
 
 def test_a_429_that_persists_is_a_429_naming_what_remains(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
@@ -501,7 +481,7 @@ def test_a_429_that_persists_is_a_429_naming_what_remains(http: httpx.Client, fa
         "Received a rate limit status code. Remaining tokens [unknown]. Remaining requests [0]. for request from "
         "inference entity id [az-429s] status [429]. Error message: [Rate limit is exceeded.]",
     )
-    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+    assert len(fake.requests) == 1 + MAX_RETRIES
 
 
 @pytest.mark.parametrize(
@@ -511,7 +491,7 @@ def test_a_429_that_persists_is_a_429_naming_what_remains(http: httpx.Client, fa
         (413, "Received a content too large status code", 1),
         (422, "Received an input validation error response", 1),
         (502, "Received a server error status code", 1),
-        (503, "Received a server busy error status code", 1 + FAST_RETRIES["http_max_retries"]),
+        (503, "Received a server busy error status code", 1 + MAX_RETRIES),
     ],
 )
 def test_statuses_follow_es_azure_openai_handler(
@@ -543,14 +523,8 @@ def test_a_400_asking_for_a_shorter_prompt_is_content_too_large(http: httpx.Clie
 
 
 def test_a_slow_provider_hits_the_request_timeout(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
-    put(http, "/_inference/text_embedding/az-slow", embedding_body(fake))
-    fake.then(200, {"object": "list", "data": []}, delay=3)
-    assert_es_error(
-        http.post("/_inference/text_embedding/az-slow?timeout=300ms", json={"input": "x"}),
-        408,
-        "status_exception",
-        "Request timed out after [300ms]",
-    )
+    late = {"object": "list", "data": []}
+    assert_request_timeout(http, fake, "/_inference/text_embedding/az-slow", embedding_body(fake), late)
 
 
 def test_malformed_json_from_the_provider(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
@@ -577,44 +551,20 @@ def test_an_answer_without_data_is_an_error(http: httpx.Client, fake: FakeAzureO
 
 def test_connection_refused(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
     body = embedding_body(fake, url=f"http://127.0.0.1:{free_port()}")
-    error = assert_es_error(
-        http.put("/_inference/text_embedding/az-refused", json=body), 400, "status_exception", CREATION_FAILED
-    )
-    assert error["caused_by"]["reason"].startswith("Failed to send Azure OpenAI embeddings request. Cause:")
-    assert http.get("/_inference/az-refused").status_code == 404
+    cause = "Failed to send Azure OpenAI embeddings request. Cause:"
+    assert_connection_refused(http, "/_inference/text_embedding/az-refused", body, cause)
 
 
 def test_the_rate_limit_holds(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
-    put(http, "/_inference/text_embedding/az-rpm", embedding_body(fake, rate_limit={"requests_per_minute": 3}))
-    for _ in range(2):  # the validation call at PUT took the first slot
-        assert http.post("/_inference/text_embedding/az-rpm", json={"input": "x"}).status_code == 200
-    before = len(fake.requests)
-    response = http.post("/_inference/text_embedding/az-rpm?timeout=500ms", json={"input": "x"})
-    assert response.status_code == 408
-    assert len(fake.requests) == before  # the fourth call waited for a slot and never reached Azure
+    assert_rate_limit_holds(http, fake, "/_inference/text_embedding/az-rpm", embedding_body(fake))
 
 
 # -- streaming -----------------------------------------------------------------------------------
 
 
-def event(data: dict[str, Any] | str, name: str = "message") -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return BOM + f"event: {name}\ndata: {payload}\n\n".encode()
-
-
 def test_completion_stream_frames_are_byte_exact(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
-    put(http, "/_inference/completion/az-stream", chat_body(fake, task_settings={"user": "u-1"}))
-    response = http.post("/_inference/completion/az-stream/_stream", json={"input": "hello big world"})
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "text/event-stream"
-    assert response.content == b"".join(
-        [
-            event({"completion": [{"delta": "HELLO"}]}),
-            event({"completion": [{"delta": " BIG"}]}),
-            event({"completion": [{"delta": " WORLD"}]}),
-            event("[DONE]"),
-        ]
-    )
+    body = chat_body(fake, task_settings={"user": "u-1"})
+    assert_completion_stream_is_byte_exact(http, "/_inference/completion/az-stream", body)
     assert last(fake).body == {
         "messages": [{"role": "user", "content": "hello big world"}],
         "n": 1,
@@ -628,12 +578,6 @@ def test_completion_streams_on_an_api_version_without_stream_options(http: httpx
     response = http.post("/_inference/completion/az-oldstream/_stream", json={"input": "hi"})
     assert response.content == event({"completion": [{"delta": "HI"}]}) + event("[DONE]")
     assert last(fake).query == {"api-version": OLD_API_VERSION}
-
-
-def chunks_of(response: httpx.Response) -> list[dict[str, Any]]:
-    frames = [f for f in response.content.split(BOM) if f]
-    assert frames[-1] == b"event: message\ndata: [DONE]\n\n"
-    return [json.loads(f.removeprefix(b"event: message\ndata: ")) for f in frames[:-1]]
 
 
 def test_chat_completion_stream(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
@@ -666,7 +610,7 @@ def test_chat_completion_stream(http: httpx.Client, fake: FakeAzureOpenAi) -> No
     }  # no "model": the deployment decides
     model = "gpt-4o-mini-2024-07-18"
     chunk = {"id": "chatcmpl-azure-fake", "model": model, "object": "chat.completion.chunk"}
-    assert chunks_of(response) == [
+    assert chat_chunks(response) == [
         # Azure's opening prompt-filter chunk, re-emitted as ES does with every chunk.
         {"id": "", "choices": [], "model": "", "object": ""},
         {**chunk, "choices": [{"delta": {"content": "", "role": "assistant"}, "index": 0}]},
@@ -683,7 +627,7 @@ def test_chat_completion_on_an_api_version_without_stream_options(http: httpx.Cl
     response = http.post("/_inference/chat_completion/az-oldchat/_stream", json=request)
     assert response.status_code == 200, response.text
     assert "stream_options" not in last(fake).body
-    chunks = chunks_of(response)
+    chunks = chat_chunks(response)
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "HI"
     assert all("usage" not in c for c in chunks)
 
@@ -706,14 +650,9 @@ def test_an_upstream_error_before_a_chat_stream_starts(http: httpx.Client, fake:
 
 def test_a_mid_stream_provider_error_is_an_error_event(http: httpx.Client, fake: FakeAzureOpenAi) -> None:
     put(http, "/_inference/completion/az-break", chat_body(fake))
-    response = http.post("/_inference/completion/az-break/_stream", json={"input": "one BREAK two"})
-    assert response.status_code == 200
-    frames = [f for f in response.content.split(BOM) if f]
-    assert frames[0] == b'event: message\ndata: {"completion":[{"delta":"ONE"}]}\n\n'
-    assert len(frames) == 2
-    name, data = frames[1].split(b"\n", 1)
-    assert name == b"event: error"
-    error = json.loads(data.removeprefix(b"data: "))
+    error = first_delta_then_error(
+        http.post("/_inference/completion/az-break/_stream", json={"input": "one BREAK two"})
+    )
     assert error["status"] == 500
     assert error["error"]["reason"] == (
         "Received an error response for request from inference entity id [az-break]. "
@@ -724,13 +663,8 @@ def test_a_mid_stream_provider_error_is_an_error_event(http: httpx.Client, fake:
 def test_a_client_that_disconnects_cancels_the_upstream_call(
     inferd: RunningServer, fake: FakeAzureOpenAi, http: httpx.Client
 ) -> None:
-    put(http, "/_inference/completion/az-cancel", chat_body(fake))
-    with (
-        inferd.http() as client,
-        client.stream("POST", "/_inference/completion/az-cancel/_stream", json={"input": "slow " * 50}) as response,
-    ):
-        next(response.iter_bytes())
-    assert fake.stream_cancelled.wait(timeout=10), "the upstream stream was not cancelled"
+    request = {"input": "slow " * 50}
+    assert_disconnect_cancels_upstream(inferd, fake, http, "/_inference/completion/az-cancel", chat_body(fake), request)
 
 
 # -- url, SSRF and _services ---------------------------------------------------------------------------
@@ -751,25 +685,21 @@ def test_the_default_url_is_the_resource_host_and_url_replaces_only_the_base() -
 
 def test_ssrf_guard_refuses_private_addresses(tmp_path: Path, fake: FakeAzureOpenAi) -> None:
     fake.requests.clear()
-    with server(tmp_path) as running, running.http() as client:
-        for url, address in (
+    assert_ssrf_guard_refuses(
+        tmp_path,
+        "/_inference/text_embedding/az-ssrf",
+        lambda url: embedding_body(fake, url=url),
+        [
             (fake.url, "127.0.0.1"),
             ("http://169.254.169.254", "169.254.169.254"),
             ("http://10.1.2.3/azure", "10.1.2.3"),
-        ):
-            assert_es_error(
-                client.put("/_inference/text_embedding/az-ssrf", json=embedding_body(fake, url=url)),
-                400,
-                "status_exception",
-                f"The url [{url}] resolves to the non-public address [{address}], which inferd does not call; "
-                "an operator can allow it with a matching pattern in INFERD_TRUSTED_URL_PATTERNS",
-            )
-        assert client.get("/_inference/az-ssrf").status_code == 404
+        ],
+    )
     assert fake.requests == []
 
 
 def test_services_entry(http: httpx.Client) -> None:
-    (entry,) = [e for e in http.get("/_inference/_services").json() if e["service"] == "azureopenai"]
+    entry = services_entry(http, "azureopenai")
     assert entry["name"] == "Azure OpenAI"
     assert entry["task_types"] == ["text_embedding", "completion", "chat_completion"]
     config = entry["configurations"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,41 +23,45 @@ from inferd.services.cohere import (
 )
 from tests.conftest import assert_es_error
 from tests.fakes.cohere import API_KEY, DEFAULT_DIMENSIONS, FakeCohere, floats, int8s, packed_bits, relevance
-from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
+from tests.support.providers import (
+    MAX_RETRIES,
+    api_key_configuration,
+    assert_completion_stream_is_byte_exact,
+    assert_connection_refused,
+    assert_creation_fails,
+    assert_disconnect_cancels_upstream,
+    assert_rate_limit_holds,
+    assert_request_timeout,
+    assert_retry_after_is_waited_out,
+    assert_ssrf_guard_refuses,
+    client_for,
+    dimensions_mismatch,
+    error_event,
+    first_delta_then_error,
+    put,
+    put_without_validation,
+    serve_fake,
+    serve_inferd,
+    services_entry,
+)
+from tests.support.servers import PASSWORD, RunningServer, free_port
 
-# Also covers the `url` base (no path) checked at PUT: the guard matches it as if it ended in "/".
-LOOPBACK = r"http://127\.0\.0\.1:\d+/.*"
-FAST_RETRIES = {"http_retry_initial_delay": 0.01, "http_retry_max_delay": 0.05, "http_max_retries": 3}
-BOM = b"\xef\xbb\xbf"
 EMBED_MODEL = "embed-english-v3.0"
-
-
-def cohere_server(data_dir: Path, **settings: Any) -> ThreadedServer:
-    return ThreadedServer(data_dir, **settings)
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeCohere]:
-    with FakeCohere() as provider:
-        yield provider
+    yield from serve_fake(FakeCohere())
 
 
 @pytest.fixture(scope="module")
 def inferd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with cohere_server(tmp_path_factory.mktemp("cohere"), trusted_url_patterns=[LOOPBACK], **FAST_RETRIES) as running:
-        yield running
+    yield from serve_inferd(tmp_path_factory, "cohere")
 
 
 @pytest.fixture
 def http(inferd: RunningServer, fake: FakeCohere) -> Iterator[httpx.Client]:
-    fake.requests.clear()
-    fake.script.clear()
-    fake.stream_cancelled.clear()
-    with inferd.http() as client:
-        yield client
-        for ep in client.get("/_inference/_all").json()["endpoints"]:
-            if ep["service"] == "cohere":
-                client.delete(f"/_inference/{ep['inference_id']}")
+    yield from client_for(inferd, fake, "cohere")
 
 
 def config(
@@ -71,12 +74,6 @@ def config(
     if task_settings is not None:
         body["task_settings"] = task_settings
     return body
-
-
-def put(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = http.put(path, json=body)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def post(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -145,39 +142,24 @@ def test_url_override_keeps_only_scheme_host_and_port(http: httpx.Client, fake: 
 
 
 def test_a_size_that_does_not_match_the_declared_dimensions_is_refused(http: httpx.Client, fake: FakeCohere) -> None:
-    error = assert_es_error(
-        http.put("/_inference/text_embedding/co-mismatch", json=config(fake, dimensions=4)),
-        400,
-        "status_exception",
-        "Could not complete inference endpoint creation as validation call to service threw an exception.",
-    )
-    assert error["caused_by"]["reason"] == (
-        f"The retrieved embeddings size [{DEFAULT_DIMENSIONS}] does not match the size specified in the settings "
-        "[4]. Please recreate the [co-mismatch] configuration with the correct dimensions"
-    )
-    assert http.get("/_inference/co-mismatch").status_code == 404
+    caused_by = assert_creation_fails(http, "/_inference/text_embedding/co-mismatch", config(fake, dimensions=4))
+    assert caused_by["reason"] == dimensions_mismatch(DEFAULT_DIMENSIONS, 4, "co-mismatch")
 
 
 def test_a_bad_key_at_creation_is_an_es_error(http: httpx.Client, fake: FakeCohere) -> None:
-    error = assert_es_error(
-        http.put("/_inference/rerank/co-badkey", json=config(fake, "rerank-v3.5", api_key="wrong")),
-        400,
-        "status_exception",
-        "Could not complete inference endpoint creation as validation call to service threw an exception.",
+    caused_by = assert_creation_fails(
+        http, "/_inference/rerank/co-badkey", config(fake, "rerank-v3.5", api_key="wrong")
     )
-    assert error["caused_by"]["type"] == "status_exception"
-    assert error["caused_by"]["reason"] == (
+    assert caused_by["type"] == "status_exception"
+    assert caused_by["reason"] == (
         "Received an authentication error status code for request from inference entity id [co-badkey] "
         "status [401]. Error message: [invalid api token]"
     )
-    assert http.get("/_inference/co-badkey").status_code == 404
 
 
 def test_validation_can_be_skipped(tmp_path: Path, fake: FakeCohere) -> None:
     fake.requests.clear()
-    server = cohere_server(tmp_path, trusted_url_patterns=[LOOPBACK], skip_validate_and_start=True)
-    with server as running, running.http() as client:
-        created = put(client, "/_inference/text_embedding/co-skip", config(fake))
+    created = put_without_validation(tmp_path, "/_inference/text_embedding/co-skip", config(fake))
     assert fake.requests == []
     assert "dimensions" not in created["service_settings"]
 
@@ -461,7 +443,7 @@ def test_upstream_5xx_becomes_400_after_bounded_retries(http: httpx.Client, fake
         "Received a server error status code for request from inference entity id [co-500] status [500]. "
         "Error message: [internal server error]",
     )
-    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+    assert len(fake.requests) == 1 + MAX_RETRIES
 
 
 @pytest.mark.parametrize("status", [502, 503, 529])
@@ -491,28 +473,17 @@ def test_a_429_that_persists_is_a_429_after_bounded_retries(http: httpx.Client, 
         "Received a rate limit status code for request from inference entity id [co-429s] status [429]. "
         "Error message: [slow down]",
     )
-    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+    assert len(fake.requests) == 1 + MAX_RETRIES
 
 
 def test_429_is_retried_after_retry_after(http: httpx.Client, fake: FakeCohere) -> None:
-    put(http, "/_inference/text_embedding/co-429", config(fake))
-    fake.requests.clear()
-    fake.then(429, {"id": "e", "message": "You are using a Trial key"}, headers={"Retry-After": "0.5"})
-    started = time.monotonic()
-    post(http, "/_inference/text_embedding/co-429", {"input": "x"})
-    assert len(fake.requests) == 2
-    assert time.monotonic() - started >= 0.5
+    rate_limited = {"id": "e", "message": "You are using a Trial key"}
+    assert_retry_after_is_waited_out(http, fake, "/_inference/text_embedding/co-429", config(fake), rate_limited)
 
 
 def test_a_slow_provider_hits_the_request_timeout(http: httpx.Client, fake: FakeCohere) -> None:
-    put(http, "/_inference/completion/co-slow", config(fake, "c"))
-    fake.then(200, {"message": {"content": [{"type": "text", "text": "late"}]}}, delay=3)
-    assert_es_error(
-        http.post("/_inference/completion/co-slow?timeout=300ms", json={"input": "x"}),
-        408,
-        "status_exception",
-        "Request timed out after [300ms]",
-    )
+    late = {"message": {"content": [{"type": "text", "text": "late"}]}}
+    assert_request_timeout(http, fake, "/_inference/completion/co-slow", config(fake, "c"), late)
 
 
 def test_malformed_and_incomplete_answers(http: httpx.Client, fake: FakeCohere) -> None:
@@ -542,42 +513,19 @@ def test_malformed_and_incomplete_answers(http: httpx.Client, fake: FakeCohere) 
 
 def test_connection_refused(http: httpx.Client, fake: FakeCohere) -> None:
     body = config(fake, url=f"http://127.0.0.1:{free_port()}")
-    error = assert_es_error(http.put("/_inference/text_embedding/co-refused", json=body), 400, "status_exception")
-    assert error["caused_by"]["reason"].startswith("Failed to send Cohere embeddings request. Cause:")
-    assert http.get("/_inference/co-refused").status_code == 404
+    cause = "Failed to send Cohere embeddings request. Cause:"
+    assert_connection_refused(http, "/_inference/text_embedding/co-refused", body, cause)
 
 
 def test_the_rate_limit_holds(http: httpx.Client, fake: FakeCohere) -> None:
-    put(http, "/_inference/text_embedding/co-rpm", config(fake, rate_limit={"requests_per_minute": 3}))
-    for _ in range(2):  # the validation call at PUT took the first slot
-        post(http, "/_inference/text_embedding/co-rpm", {"input": "x"})
-    before = len(fake.requests)
-    response = http.post("/_inference/text_embedding/co-rpm?timeout=500ms", json={"input": "x"})
-    assert response.status_code == 408
-    assert len(fake.requests) == before
+    assert_rate_limit_holds(http, fake, "/_inference/text_embedding/co-rpm", config(fake))
 
 
 # -- streaming -----------------------------------------------------------------------------------
 
 
-def event(data: dict[str, Any] | str, name: str = "message") -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return BOM + f"event: {name}\ndata: {payload}\n\n".encode()
-
-
 def test_completion_stream_frames_are_byte_exact(http: httpx.Client, fake: FakeCohere) -> None:
-    put(http, "/_inference/completion/co-stream", config(fake, "command-r"))
-    response = http.post("/_inference/completion/co-stream/_stream", json={"input": "hello big world"})
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "text/event-stream"
-    assert response.content == b"".join(
-        [
-            event({"completion": [{"delta": "HELLO"}]}),
-            event({"completion": [{"delta": " BIG"}]}),
-            event({"completion": [{"delta": " WORLD"}]}),
-            event("[DONE]"),
-        ]
-    )
+    assert_completion_stream_is_byte_exact(http, "/_inference/completion/co-stream", config(fake, "command-r"))
     assert fake.requests[-1].body == {
         "messages": [{"role": "user", "content": "hello big world"}],
         "model": "command-r",
@@ -587,19 +535,12 @@ def test_completion_stream_frames_are_byte_exact(http: httpx.Client, fake: FakeC
 
 def test_a_stream_that_cohere_ends_with_an_error_is_an_error_event(http: httpx.Client, fake: FakeCohere) -> None:
     put(http, "/_inference/completion/co-break", config(fake, "command-r"))
-    response = http.post("/_inference/co-break/_stream", json={"input": "one BREAK two"})
-    assert response.status_code == 200
-    frames = [f for f in response.content.split(BOM) if f]
-    assert frames[0] == b'event: message\ndata: {"completion":[{"delta":"ONE"}]}\n\n'
-    name, data = frames[1].split(b"\n", 1)
-    assert name == b"event: error"
-    error = json.loads(data.removeprefix(b"data: "))
+    error = first_delta_then_error(http.post("/_inference/co-break/_stream", json={"input": "one BREAK two"}))
     assert error["status"] == 500
     assert error["error"]["type"] == "status_exception"
     assert error["error"]["reason"] == (
         "Cohere stopped the stream due to an error: internal error while generating the response"
     )
-    assert len(frames) == 2
 
 
 def test_a_failure_before_the_stream_starts_keeps_its_status(http: httpx.Client, fake: FakeCohere) -> None:
@@ -607,9 +548,7 @@ def test_a_failure_before_the_stream_starts_keeps_its_status(http: httpx.Client,
     fake.then(400, {"id": "e", "message": "invalid request: message must not be empty"})
     response = http.post("/_inference/completion/co-early/_stream", json={"input": "x"})
     assert response.status_code == 400
-    name, data = response.content.removeprefix(BOM).split(b"\n", 1)
-    assert name == b"event: error"
-    assert json.loads(data.removeprefix(b"data: "))["error"]["reason"] == (
+    assert error_event(response)["error"]["reason"] == (
         "Received an unsuccessful status code for request from inference entity id [co-early] status [400]. "
         "Error message: [invalid request: message must not be empty]"
     )
@@ -619,9 +558,7 @@ def test_streaming_other_tasks_is_not_allowed(http: httpx.Client, fake: FakeCohe
     put(http, "/_inference/rerank/co-nostream", config(fake, "rerank-v3.5"))
     response = http.post("/_inference/rerank/co-nostream/_stream", json={"input": ["a"], "query": "q"})
     assert response.status_code == 405
-    name, data = response.content.removeprefix(BOM).split(b"\n", 1)
-    assert name == b"event: error"
-    assert json.loads(data.removeprefix(b"data: "))["error"]["reason"] == (
+    assert error_event(response)["error"]["reason"] == (
         "Streaming is not allowed for service [cohere] and task [rerank]. Supported tasks: [completion]"
     )
 
@@ -629,13 +566,9 @@ def test_streaming_other_tasks_is_not_allowed(http: httpx.Client, fake: FakeCohe
 def test_a_client_that_disconnects_cancels_the_upstream_call(
     inferd: RunningServer, fake: FakeCohere, http: httpx.Client
 ) -> None:
-    put(http, "/_inference/completion/co-cancel", config(fake, "command-r"))
-    with (
-        inferd.http() as client,
-        client.stream("POST", "/_inference/completion/co-cancel/_stream", json={"input": "slow " * 50}) as response,
-    ):
-        next(response.iter_bytes())
-    assert fake.stream_cancelled.wait(timeout=10), "the upstream stream was not cancelled"
+    body = config(fake, "command-r")
+    request = {"input": "slow " * 50}
+    assert_disconnect_cancels_upstream(inferd, fake, http, "/_inference/completion/co-cancel", body, request)
 
 
 # -- guard and catalog ---------------------------------------------------------------------------
@@ -643,37 +576,25 @@ def test_a_client_that_disconnects_cancels_the_upstream_call(
 
 def test_ssrf_guard_refuses_private_addresses(tmp_path: Path, fake: FakeCohere) -> None:
     fake.requests.clear()
-    with cohere_server(tmp_path) as running, running.http() as client:
-        for url, address in (
+    assert_ssrf_guard_refuses(
+        tmp_path,
+        "/_inference/rerank/co-ssrf",
+        lambda url: config(fake, "rerank-v3.5", url=url),
+        [
             (fake.url, "127.0.0.1"),
             ("http://169.254.169.254", "169.254.169.254"),
             ("http://192.168.1.20:8080/v2", "192.168.1.20"),
-        ):
-            assert_es_error(
-                client.put("/_inference/rerank/co-ssrf", json=config(fake, "rerank-v3.5", url=url)),
-                400,
-                "status_exception",
-                f"The url [{url}] resolves to the non-public address [{address}], which inferd does not call; "
-                "an operator can allow it with a matching pattern in INFERD_TRUSTED_URL_PATTERNS",
-            )
-        assert client.get("/_inference/co-ssrf").status_code == 404
+        ],
+    )
     assert fake.requests == []
 
 
 def test_services_entry(http: httpx.Client) -> None:
-    (entry,) = [e for e in http.get("/_inference/_services").json() if e["service"] == "cohere"]
+    entry = services_entry(http, "cohere")
     assert entry["name"] == "Cohere"
     assert entry["task_types"] == ["text_embedding", "rerank", "completion"]
     configurations = entry["configurations"]
-    assert configurations["api_key"] == {
-        "description": "API Key for the provider you're connecting to.",
-        "label": "API Key",
-        "required": True,
-        "sensitive": True,
-        "updatable": True,
-        "type": "str",
-        "supported_task_types": ["text_embedding", "rerank", "completion"],
-    }
+    assert configurations["api_key"] == api_key_configuration(["text_embedding", "rerank", "completion"])
     assert configurations["model_id"] == {
         "description": "The name of the model to use for the inference task.",
         "label": "Model ID",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,43 +14,45 @@ import pytest
 from inferd.services.hugging_face import HuggingFaceService
 from tests.conftest import assert_es_error
 from tests.fakes.hugging_face import API_KEY, DEFAULT_DIMENSIONS, UNAUTHORIZED, FakeHuggingFace, rerank_score, vector
-from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
-
-LOOPBACK = r"http://127\.0\.0\.1:\d+/.*"
-MAX_RETRIES = 3
-FAST_RETRIES: dict[str, Any] = {
-    "http_retry_initial_delay": 0.01,
-    "http_retry_max_delay": 0.05,
-    "http_max_retries": MAX_RETRIES,
-}
-BOM = b"\xef\xbb\xbf"
+from tests.support.providers import (
+    MAX_RETRIES,
+    api_key_configuration,
+    assert_completion_stream_is_byte_exact,
+    assert_connection_refused,
+    assert_creation_fails,
+    assert_disconnect_cancels_upstream,
+    assert_rate_limit_holds,
+    assert_request_timeout,
+    assert_retry_after_is_waited_out,
+    assert_ssrf_guard_refuses,
+    chat_chunks,
+    client_for,
+    dimensions_mismatch,
+    error_event,
+    first_delta_then_error,
+    put,
+    serve_fake,
+    serve_inferd,
+    services_entry,
+    sse_frames,
+)
+from tests.support.servers import PASSWORD, RunningServer, free_port
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeHuggingFace]:
-    provider = FakeHuggingFace()
-    with provider:
-        yield provider
+    yield from serve_fake(FakeHuggingFace())
 
 
 @pytest.fixture(scope="module")
 def inferd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    data = tmp_path_factory.mktemp("hugging_face")
-    with ThreadedServer(data, trusted_url_patterns=[LOOPBACK], **FAST_RETRIES) as running:
-        yield running
+    yield from serve_inferd(tmp_path_factory, "hugging_face")
 
 
 @pytest.fixture
 def http(inferd: RunningServer, fake: FakeHuggingFace) -> Iterator[httpx.Client]:
-    fake.requests.clear()
-    fake.script.clear()
-    fake.stream_cancelled.clear()
-    fake.api_key = API_KEY
-    with inferd.http() as client:
-        yield client
-        for ep in client.get("/_inference/_all").json()["endpoints"]:
-            if ep["service"] == "hugging_face":
-                client.delete(f"/_inference/{ep['inference_id']}")
+    fake.api_key = API_KEY  # some tests rotate the fake's key
+    yield from client_for(inferd, fake, "hugging_face")
 
 
 def hf_body(url: str, task_settings: dict[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
@@ -59,12 +60,6 @@ def hf_body(url: str, task_settings: dict[str, Any] | None = None, **settings: A
     if task_settings is not None:
         body["task_settings"] = task_settings
     return body
-
-
-def put(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = http.put(path, json=body)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def auth_failure(inference_id: str) -> str:
@@ -113,30 +108,16 @@ def test_user_similarity_and_dimensions_are_kept_and_checked(http: httpx.Client,
         "rate_limit": {"requests_per_minute": 3000},
     }
     assert fake.requests[-1].body == {"inputs": ["how big"]}  # dimensions are never sent
-    error = assert_es_error(
-        http.put("/_inference/text_embedding/hf-dims-bad", json=hf_body(f"{fake.url}/embed", dimensions=4)),
-        400,
-        "status_exception",
-        "Could not complete inference endpoint creation as validation call to service threw an exception.",
-    )
-    assert error["caused_by"]["reason"] == (
-        f"The retrieved embeddings size [{DEFAULT_DIMENSIONS}] does not match the size specified in the settings [4]. "
-        "Please recreate the [hf-dims-bad] configuration with the correct dimensions"
-    )
-    assert http.get("/_inference/hf-dims-bad").status_code == 404
+    body = hf_body(f"{fake.url}/embed", dimensions=4)
+    caused_by = assert_creation_fails(http, "/_inference/text_embedding/hf-dims-bad", body)
+    assert caused_by["reason"] == dimensions_mismatch(DEFAULT_DIMENSIONS, 4, "hf-dims-bad")
 
 
 def test_a_bad_token_at_creation_is_an_es_error(http: httpx.Client, fake: FakeHuggingFace) -> None:
     body = hf_body(f"{fake.url}/embed", api_key="hf_wrong")
-    error = assert_es_error(
-        http.put("/_inference/text_embedding/hf-badkey", json=body),
-        400,
-        "status_exception",
-        "Could not complete inference endpoint creation as validation call to service threw an exception.",
-    )
-    assert error["caused_by"] == {"type": "status_exception", "reason": auth_failure("hf-badkey")}
+    caused_by = assert_creation_fails(http, "/_inference/text_embedding/hf-badkey", body)
+    assert caused_by == {"type": "status_exception", "reason": auth_failure("hf-badkey")}
     assert fake.requests[-1].headers["authorization"] == "Bearer hf_wrong"
-    assert http.get("/_inference/hf-badkey").status_code == 404
 
 
 def test_url_is_required_and_settings_are_strict(http: httpx.Client, fake: FakeHuggingFace) -> None:
@@ -451,25 +432,14 @@ def test_completion_follows_es_openai_chat_handler(http: httpx.Client, fake: Fak
 
 
 def test_429_is_retried_after_retry_after(http: httpx.Client, fake: FakeHuggingFace) -> None:
-    put(http, "/_inference/text_embedding/hf-429", hf_body(f"{fake.url}/embed"))
-    fake.requests.clear()
-    fake.then(429, {"error": "Model is overloaded", "error_type": "overloaded"}, headers={"Retry-After": "0.5"})
-    started = time.monotonic()
-    response = http.post("/_inference/text_embedding/hf-429", json={"input": "x"})
-    assert response.status_code == 200, response.text
-    assert len(fake.requests) == 2
-    assert time.monotonic() - started >= 0.5
+    body = hf_body(f"{fake.url}/embed")
+    rate_limited = {"error": "Model is overloaded", "error_type": "overloaded"}
+    assert_retry_after_is_waited_out(http, fake, "/_inference/text_embedding/hf-429", body, rate_limited)
 
 
 def test_a_slow_provider_hits_the_request_timeout(http: httpx.Client, fake: FakeHuggingFace) -> None:
-    put(http, "/_inference/text_embedding/hf-slow", hf_body(f"{fake.url}/embed"))
-    fake.then(200, [[0.0] * DEFAULT_DIMENSIONS], delay=3)
-    assert_es_error(
-        http.post("/_inference/text_embedding/hf-slow?timeout=300ms", json={"input": "x"}),
-        408,
-        "status_exception",
-        "Request timed out after [300ms]",
-    )
+    late = [[0.0] * DEFAULT_DIMENSIONS]
+    assert_request_timeout(http, fake, "/_inference/text_embedding/hf-slow", hf_body(f"{fake.url}/embed"), late)
 
 
 def test_malformed_json_from_the_provider(http: httpx.Client, fake: FakeHuggingFace) -> None:
@@ -485,42 +455,20 @@ def test_malformed_json_from_the_provider(http: httpx.Client, fake: FakeHuggingF
 
 def test_connection_refused(http: httpx.Client) -> None:
     body = hf_body(f"http://127.0.0.1:{free_port()}/embed")
-    error = assert_es_error(http.put("/_inference/text_embedding/hf-refused", json=body), 400, "status_exception")
-    assert error["caused_by"]["reason"].startswith("Failed to send Hugging Face text_embedding request. Cause:")
-    assert http.get("/_inference/hf-refused").status_code == 404
+    cause = "Failed to send Hugging Face text_embedding request. Cause:"
+    assert_connection_refused(http, "/_inference/text_embedding/hf-refused", body, cause)
 
 
 def test_the_rate_limit_holds(http: httpx.Client, fake: FakeHuggingFace) -> None:
-    put(http, "/_inference/text_embedding/hf-rpm", hf_body(f"{fake.url}/embed", rate_limit={"requests_per_minute": 3}))
-    for _ in range(2):  # the validation call at PUT took the first slot
-        assert http.post("/_inference/text_embedding/hf-rpm", json={"input": "x"}).status_code == 200
-    before = len(fake.requests)
-    response = http.post("/_inference/text_embedding/hf-rpm?timeout=500ms", json={"input": "x"})
-    assert response.status_code == 408
-    assert len(fake.requests) == before
+    assert_rate_limit_holds(http, fake, "/_inference/text_embedding/hf-rpm", hf_body(f"{fake.url}/embed"))
 
 
 # -- streaming -----------------------------------------------------------------------------------
 
 
-def event(data: dict[str, Any] | str, name: str = "message") -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return BOM + f"event: {name}\ndata: {payload}\n\n".encode()
-
-
 def test_completion_stream_frames_are_byte_exact(http: httpx.Client, fake: FakeHuggingFace) -> None:
-    put(http, "/_inference/completion/hf-stream", hf_body(f"{fake.url}/v1/chat/completions", model_id="m1"))
-    response = http.post("/_inference/completion/hf-stream/_stream", json={"input": "hello big world"})
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "text/event-stream"
-    assert response.content == b"".join(
-        [
-            event({"completion": [{"delta": "HELLO"}]}),
-            event({"completion": [{"delta": " BIG"}]}),
-            event({"completion": [{"delta": " WORLD"}]}),
-            event("[DONE]"),
-        ]
-    )
+    body = hf_body(f"{fake.url}/v1/chat/completions", model_id="m1")
+    assert_completion_stream_is_byte_exact(http, "/_inference/completion/hf-stream", body)
     assert fake.requests[-1].body == {
         "messages": [{"role": "user", "content": "hello big world"}],
         "model": "m1",
@@ -552,9 +500,7 @@ def test_chat_completion_stream(http: httpx.Client, fake: FakeHuggingFace) -> No
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    frames = [f for f in response.content.split(BOM) if f]
-    assert frames[-1] == b"event: message\ndata: [DONE]\n\n"
-    chunks = [json.loads(f.removeprefix(b"event: message\ndata: ")) for f in frames[:-1]]
+    chunks = chat_chunks(response)
     assert chunks[0] == {
         "id": "",
         "choices": [{"delta": {"content": "HI", "role": "assistant"}, "index": 0}],
@@ -585,9 +531,7 @@ def test_a_chat_error_before_the_stream_is_a_unified_error(http: httpx.Client, f
         "/_inference/chat_completion/hf-chat-401/_stream", json={"messages": [{"role": "user", "content": "x"}]}
     )
     assert response.status_code == 401
-    name, data = response.content.removeprefix(BOM).split(b"\n", 1)
-    assert name == b"event: error"
-    assert json.loads(data.removeprefix(b"data: ")) == {
+    assert error_event(response) == {
         "error": {"code": "unauthorized", "message": auth_failure("hf-chat-401"), "type": "status_exception"}
     }
 
@@ -606,14 +550,9 @@ def test_an_openai_shaped_error_body_is_read_for_completion(http: httpx.Client, 
 
 def test_a_mid_stream_provider_error_is_an_error_event(http: httpx.Client, fake: FakeHuggingFace) -> None:
     put(http, "/_inference/completion/hf-break", hf_body(f"{fake.url}/v1/chat/completions"))
-    response = http.post("/_inference/completion/hf-break/_stream", json={"input": "one BREAK two"})
-    assert response.status_code == 200
-    frames = [f for f in response.content.split(BOM) if f]
-    assert frames[0] == b'event: message\ndata: {"completion":[{"delta":"ONE"}]}\n\n'
-    assert len(frames) == 2
-    name, data = frames[1].split(b"\n", 1)
-    assert name == b"event: error"
-    error = json.loads(data.removeprefix(b"data: "))
+    error = first_delta_then_error(
+        http.post("/_inference/completion/hf-break/_stream", json={"input": "one BREAK two"})
+    )
     assert error["status"] == 500
     assert error["error"]["reason"] == (
         "Received an error response for request from inference entity id [hf-break]. "
@@ -627,7 +566,7 @@ def test_a_mid_stream_chat_error_is_a_unified_error_event(http: httpx.Client, fa
         "/_inference/chat_completion/hf-chat-break/_stream", json={"messages": [{"role": "user", "content": "a BREAK"}]}
     )
     assert response.status_code == 200
-    frames = [f for f in response.content.split(BOM) if f]
+    frames = sse_frames(response)
     assert frames[0].startswith(b"event: message\ndata: ")
     name, data = frames[-1].split(b"\n", 1)
     assert name == b"event: error"
@@ -641,36 +580,28 @@ def test_a_mid_stream_chat_error_is_a_unified_error_event(http: httpx.Client, fa
 def test_a_client_that_disconnects_cancels_the_upstream_call(
     inferd: RunningServer, fake: FakeHuggingFace, http: httpx.Client
 ) -> None:
-    put(http, "/_inference/completion/hf-cancel", hf_body(f"{fake.url}/v1/chat/completions"))
-    with (
-        inferd.http() as client,
-        client.stream("POST", "/_inference/completion/hf-cancel/_stream", json={"input": "slow " * 50}) as response,
-    ):
-        next(response.iter_bytes())
-    assert fake.stream_cancelled.wait(timeout=10), "the upstream stream was not cancelled"
+    body = hf_body(f"{fake.url}/v1/chat/completions")
+    request = {"input": "slow " * 50}
+    assert_disconnect_cancels_upstream(inferd, fake, http, "/_inference/completion/hf-cancel", body, request)
 
 
 def test_ssrf_guard_refuses_private_addresses(tmp_path: Path, fake: FakeHuggingFace) -> None:
     fake.requests.clear()
-    with ThreadedServer(tmp_path) as running, running.http() as client:
-        for url, address in (
+    assert_ssrf_guard_refuses(
+        tmp_path,
+        "/_inference/text_embedding/hf-ssrf",
+        hf_body,
+        [
             (f"{fake.url}/embed", "127.0.0.1"),
             ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),
             ("http://192.168.1.20/embed", "192.168.1.20"),
-        ):
-            assert_es_error(
-                client.put("/_inference/text_embedding/hf-ssrf", json=hf_body(url)),
-                400,
-                "status_exception",
-                f"The url [{url}] resolves to the non-public address [{address}], which inferd does not call; "
-                "an operator can allow it with a matching pattern in INFERD_TRUSTED_URL_PATTERNS",
-            )
-        assert client.get("/_inference/hf-ssrf").status_code == 404
+        ],
+    )
     assert fake.requests == []
 
 
 def test_services_entry(http: httpx.Client) -> None:
-    (entry,) = [e for e in http.get("/_inference/_services").json() if e["service"] == "hugging_face"]
+    entry = services_entry(http, "hugging_face")
     assert entry["name"] == "Hugging Face"
     assert entry["task_types"] == ["text_embedding", "rerank", "completion", "chat_completion"]
     configs = entry["configurations"]
@@ -684,15 +615,7 @@ def test_services_entry(http: httpx.Client) -> None:
         "type": "str",
         "supported_task_types": all_tasks,
     }
-    assert configs["api_key"] == {
-        "description": "API Key for the provider you're connecting to.",
-        "label": "API Key",
-        "required": True,
-        "sensitive": True,
-        "updatable": True,
-        "type": "str",
-        "supported_task_types": all_tasks,
-    }
+    assert configs["api_key"] == api_key_configuration(all_tasks)
     assert configs["rate_limit.requests_per_minute"]["type"] == "int"
     assert configs["rate_limit.requests_per_minute"]["supported_task_types"] == all_tasks
     assert configs["model_id"]["required"] is False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,43 +24,46 @@ from inferd.services.mistral import (
 from inferd.services.openai_wire import stream_events
 from tests.conftest import assert_es_error
 from tests.fakes.mistral import API_KEY, CHAT_MODEL, EMBED_MODEL, FakeMistral, vector
-from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
+from tests.support.providers import (
+    MAX_RETRIES,
+    api_key_configuration,
+    assert_completion_stream_is_byte_exact,
+    assert_connection_refused,
+    assert_creation_fails,
+    assert_disconnect_cancels_upstream,
+    assert_rate_limit_holds,
+    assert_request_timeout,
+    assert_retry_after_is_waited_out,
+    assert_ssrf_guard_refuses,
+    chat_chunks,
+    client_for,
+    dimensions_mismatch,
+    event,
+    first_delta_then_error,
+    put,
+    put_without_validation,
+    serve_fake,
+    serve_inferd,
+    services_entry,
+)
+from tests.support.servers import PASSWORD, RunningServer, free_port
 
-# `url` is a base URL here; the guard lets a pattern for paths cover the URL without one.
-LOOPBACK = r"http://127\.0\.0\.1:\d+/.*"
-FAST_RETRIES = {"http_retry_initial_delay": 0.01, "http_retry_max_delay": 0.05, "http_max_retries": 3}
-BOM = b"\xef\xbb\xbf"
 DIMS = 1024
-
-
-def mistral_server(data: Path, **settings: Any) -> ThreadedServer:
-    """Every server of this file."""
-    return ThreadedServer(data, **settings)
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeMistral]:
-    with FakeMistral() as provider:
-        yield provider
+    yield from serve_fake(FakeMistral())
 
 
 @pytest.fixture(scope="module")
 def inferd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    data = tmp_path_factory.mktemp("mistral")
-    with mistral_server(data, trusted_url_patterns=[LOOPBACK], **FAST_RETRIES) as running:
-        yield running
+    yield from serve_inferd(tmp_path_factory, "mistral")
 
 
 @pytest.fixture
 def http(inferd: RunningServer, fake: FakeMistral) -> Iterator[httpx.Client]:
-    fake.requests.clear()
-    fake.script.clear()
-    fake.stream_cancelled.clear()
-    with inferd.http() as client:
-        yield client
-        for ep in client.get("/_inference/_all").json()["endpoints"]:
-            if ep["service"] == "mistral":
-                client.delete(f"/_inference/{ep['inference_id']}")
+    yield from client_for(inferd, fake, "mistral")
 
 
 def embedding_body(fake: FakeMistral, **settings: Any) -> dict[str, Any]:
@@ -78,18 +80,9 @@ def chat_body(fake: FakeMistral, **settings: Any) -> dict[str, Any]:
     }
 
 
-def put(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = http.put(path, json=body)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 def compact(body: Any) -> str:
     """A JSON body as the fake (Starlette's JSONResponse) writes it."""
     return json.dumps(body, separators=(",", ":"))
-
-
-CREATION_FAILED = "Could not complete inference endpoint creation as validation call to service threw an exception."
 
 
 # -- creation ----------------------------------------------------------------------------------
@@ -144,54 +137,32 @@ def test_declared_similarity_and_dimensions_are_kept_and_dimensions_never_sent(
 
 
 def test_a_size_that_does_not_match_the_declared_dimensions_is_refused(http: httpx.Client, fake: FakeMistral) -> None:
-    error = assert_es_error(
-        http.put("/_inference/text_embedding/mi-mismatch", json=embedding_body(fake, dimensions=256)),
-        400,
-        "status_exception",
-        CREATION_FAILED,
-    )
-    assert error["caused_by"]["reason"] == (
-        f"The retrieved embeddings size [{DIMS}] does not match the size specified in the settings [256]. "
-        "Please recreate the [mi-mismatch] configuration with the correct dimensions"
-    )
-    assert http.get("/_inference/mi-mismatch").status_code == 404
+    body = embedding_body(fake, dimensions=256)
+    caused_by = assert_creation_fails(http, "/_inference/text_embedding/mi-mismatch", body)
+    assert caused_by["reason"] == dimensions_mismatch(DIMS, 256, "mi-mismatch")
 
 
 def test_a_bad_key_at_creation_is_the_mapped_401(http: httpx.Client, fake: FakeMistral) -> None:
     # Embeddings read `error.message`, which Mistral's 401 body lacks: no "Error message" part (as in ES).
-    error = assert_es_error(
-        http.put("/_inference/text_embedding/mi-badkey", json=embedding_body(fake, api_key="wrong")),
-        400,
-        "status_exception",
-        CREATION_FAILED,
-    )
-    assert error["caused_by"] == {
+    body = embedding_body(fake, api_key="wrong")
+    caused_by = assert_creation_fails(http, "/_inference/text_embedding/mi-badkey", body)
+    assert caused_by == {
         "type": "status_exception",
         "reason": "Received an authentication error status code for request from inference entity id [mi-badkey] "
         "status [401]",
     }
     # Completion quotes Mistral's raw error body.
-    error = assert_es_error(
-        http.put("/_inference/completion/mi-badkey", json=chat_body(fake, api_key="wrong")),
-        400,
-        "status_exception",
-        CREATION_FAILED,
-    )
-    assert error["caused_by"]["reason"] == (
+    caused_by = assert_creation_fails(http, "/_inference/completion/mi-badkey", chat_body(fake, api_key="wrong"))
+    assert caused_by["reason"] == (
         "Received an authentication error status code for request from inference entity id [mi-badkey] "
         'status [401]. Error message: [{"detail":"Unauthorized"}]'
     )
     assert fake.requests[-1].headers["authorization"] == "Bearer wrong"
-    assert http.get("/_inference/mi-badkey").status_code == 404
 
 
 def test_validation_can_be_skipped(tmp_path: Path, fake: FakeMistral) -> None:
     fake.requests.clear()
-    with (
-        mistral_server(tmp_path, trusted_url_patterns=[LOOPBACK], skip_validate_and_start=True) as running,
-        running.http() as client,
-    ):
-        created = put(client, "/_inference/text_embedding/mi-skip", embedding_body(fake))
+    created = put_without_validation(tmp_path, "/_inference/text_embedding/mi-skip", embedding_body(fake))
     assert fake.requests == []
     assert created["service_settings"] == {
         "model": EMBED_MODEL,
@@ -399,7 +370,7 @@ def test_upstream_5xx_becomes_400_after_bounded_retries(http: httpx.Client, fake
         "Received a server error status code for request from inference entity id [mi-500] status [500]. "
         f"Error message: [{compact(body)}]",
     )
-    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+    assert len(fake.requests) == 1 + MAX_RETRIES
     assert len(fake.script) == 10 - len(fake.requests)
 
 
@@ -435,7 +406,7 @@ def test_a_429_on_embeddings_is_retried_then_reported_with_what_remains(http: ht
         "Received a rate limit status code. Remaining tokens [0]. Remaining requests [unknown]. for request from "
         "inference entity id [mi-e429] status [429]. Error message: [slow down]",
     )
-    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+    assert len(fake.requests) == 1 + MAX_RETRIES
 
 
 def test_completion_429_is_not_retried_and_503_is(http: httpx.Client, fake: FakeMistral) -> None:
@@ -462,30 +433,17 @@ def test_completion_429_is_not_retried_and_503_is(http: httpx.Client, fake: Fake
         "Received a server busy error status code for request from inference entity id [mi-c429] status [503]. "
         "Error message: [busy]",
     )
-    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+    assert len(fake.requests) == 1 + MAX_RETRIES
 
 
 def test_429_is_retried_after_retry_after(http: httpx.Client, fake: FakeMistral) -> None:
-    put(http, "/_inference/text_embedding/mi-429", embedding_body(fake))
-    fake.requests.clear()
     body = {"object": "error", "message": "Requests rate limit exceeded", "type": "rate_limited", "code": "1300"}
-    fake.then(429, body, headers={"Retry-After": "0.5"})
-    started = time.monotonic()
-    response = http.post("/_inference/text_embedding/mi-429", json={"input": "x"})
-    assert response.status_code == 200, response.text
-    assert len(fake.requests) == 2
-    assert time.monotonic() - started >= 0.5
+    assert_retry_after_is_waited_out(http, fake, "/_inference/text_embedding/mi-429", embedding_body(fake), body)
 
 
 def test_a_slow_provider_hits_the_request_timeout(http: httpx.Client, fake: FakeMistral) -> None:
-    put(http, "/_inference/text_embedding/mi-slow", embedding_body(fake))
-    fake.then(200, {"object": "list", "data": []}, delay=3)
-    assert_es_error(
-        http.post("/_inference/text_embedding/mi-slow?timeout=300ms", json={"input": "x"}),
-        408,
-        "status_exception",
-        "Request timed out after [300ms]",
-    )
+    late = {"object": "list", "data": []}
+    assert_request_timeout(http, fake, "/_inference/text_embedding/mi-slow", embedding_body(fake), late)
 
 
 def test_malformed_json_and_missing_fields_from_the_provider(http: httpx.Client, fake: FakeMistral) -> None:
@@ -516,42 +474,19 @@ def test_malformed_json_and_missing_fields_from_the_provider(http: httpx.Client,
 
 def test_connection_refused(http: httpx.Client, fake: FakeMistral) -> None:
     body = embedding_body(fake, url=f"http://127.0.0.1:{free_port()}")
-    error = assert_es_error(http.put("/_inference/text_embedding/mi-refused", json=body), 400, "status_exception")
-    assert error["caused_by"]["reason"].startswith("Failed to send Mistral text_embedding request. Cause:")
-    assert http.get("/_inference/mi-refused").status_code == 404
+    cause = "Failed to send Mistral text_embedding request. Cause:"
+    assert_connection_refused(http, "/_inference/text_embedding/mi-refused", body, cause)
 
 
 def test_the_rate_limit_holds(http: httpx.Client, fake: FakeMistral) -> None:
-    put(http, "/_inference/text_embedding/mi-rpm", embedding_body(fake, rate_limit={"requests_per_minute": 3}))
-    for _ in range(2):  # the validation call at PUT took the first slot
-        assert http.post("/_inference/text_embedding/mi-rpm", json={"input": "x"}).status_code == 200
-    before = len(fake.requests)
-    response = http.post("/_inference/text_embedding/mi-rpm?timeout=500ms", json={"input": "x"})
-    assert response.status_code == 408
-    assert len(fake.requests) == before
+    assert_rate_limit_holds(http, fake, "/_inference/text_embedding/mi-rpm", embedding_body(fake))
 
 
 # -- streaming -----------------------------------------------------------------------------------
 
 
-def event(data: dict[str, Any] | str, name: str = "message") -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return BOM + f"event: {name}\ndata: {payload}\n\n".encode()
-
-
 def test_completion_stream_frames_are_byte_exact(http: httpx.Client, fake: FakeMistral) -> None:
-    put(http, "/_inference/completion/mi-stream", chat_body(fake))
-    response = http.post("/_inference/completion/mi-stream/_stream", json={"input": "hello big world"})
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "text/event-stream"
-    assert response.content == b"".join(
-        [
-            event({"completion": [{"delta": "HELLO"}]}),
-            event({"completion": [{"delta": " BIG"}]}),
-            event({"completion": [{"delta": " WORLD"}]}),
-            event("[DONE]"),
-        ]
-    )
+    assert_completion_stream_is_byte_exact(http, "/_inference/completion/mi-stream", chat_body(fake))
     assert fake.requests[-1].body == {
         "messages": [{"role": "user", "content": "hello big world"}],
         "model": CHAT_MODEL,
@@ -622,10 +557,7 @@ def test_chat_completion_stream_with_tools(http: httpx.Client, fake: FakeMistral
     assert response.status_code == 200, response.text
     sent = fake.requests[-1].body
     assert (sent["tools"], sent["tool_choice"]) == (tools, "required")
-    frames = [f for f in response.content.split(BOM) if f]
-    assert frames[-1] == b"event: message\ndata: [DONE]\n\n"
-    last = json.loads(frames[-2].split(b"data: ", 1)[1])
-    assert last["choices"] == [
+    assert chat_chunks(response)[-1]["choices"] == [
         {
             "delta": {
                 "tool_calls": [
@@ -640,14 +572,9 @@ def test_chat_completion_stream_with_tools(http: httpx.Client, fake: FakeMistral
 
 def test_a_mid_stream_provider_error_is_an_error_event(http: httpx.Client, fake: FakeMistral) -> None:
     put(http, "/_inference/completion/mi-break", chat_body(fake))
-    response = http.post("/_inference/completion/mi-break/_stream", json={"input": "one BREAK two"})
-    assert response.status_code == 200
-    frames = [f for f in response.content.split(BOM) if f]
-    assert frames[0] == b'event: message\ndata: {"completion":[{"delta":"ONE"}]}\n\n'
-    assert len(frames) == 2
-    name, data = frames[1].split(b"\n", 1)
-    assert name == b"event: error"
-    error = json.loads(data.removeprefix(b"data: "))
+    error = first_delta_then_error(
+        http.post("/_inference/completion/mi-break/_stream", json={"input": "one BREAK two"})
+    )
     assert error["status"] == 500
     raw = json.dumps(
         {
@@ -689,46 +616,29 @@ def test_a_chat_stream_refused_upstream_is_a_unified_error(http: httpx.Client, f
 def test_a_client_that_disconnects_cancels_the_upstream_call(
     inferd: RunningServer, fake: FakeMistral, http: httpx.Client
 ) -> None:
-    put(http, "/_inference/completion/mi-cancel", chat_body(fake))
-    with (
-        inferd.http() as client,
-        client.stream("POST", "/_inference/completion/mi-cancel/_stream", json={"input": "slow " * 50}) as response,
-    ):
-        next(response.iter_bytes())
-    assert fake.stream_cancelled.wait(timeout=10), "the upstream stream was not cancelled"
+    request = {"input": "slow " * 50}
+    assert_disconnect_cancels_upstream(inferd, fake, http, "/_inference/completion/mi-cancel", chat_body(fake), request)
 
 
 def test_ssrf_guard_refuses_private_addresses(tmp_path: Path, fake: FakeMistral) -> None:
-    with mistral_server(tmp_path) as running, running.http() as client:
-        for url, address in (
+    assert_ssrf_guard_refuses(
+        tmp_path,
+        "/_inference/text_embedding/mi-ssrf",
+        lambda url: embedding_body(fake, url=url),
+        [
             (fake.url, "127.0.0.1"),
             ("http://169.254.169.254", "169.254.169.254"),
             ("http://10.1.2.3/mistral", "10.1.2.3"),
-        ):
-            assert_es_error(
-                client.put("/_inference/text_embedding/mi-ssrf", json=embedding_body(fake, url=url)),
-                400,
-                "status_exception",
-                f"The url [{url}] resolves to the non-public address [{address}], which inferd does not call; "
-                "an operator can allow it with a matching pattern in INFERD_TRUSTED_URL_PATTERNS",
-            )
-        assert client.get("/_inference/mi-ssrf").status_code == 404
+        ],
+    )
 
 
 def test_services_entry(http: httpx.Client) -> None:
-    (entry,) = [e for e in http.get("/_inference/_services").json() if e["service"] == "mistral"]
+    entry = services_entry(http, "mistral")
     assert (entry["name"], entry["task_types"]) == ("Mistral", ["text_embedding", "completion", "chat_completion"])
     config = entry["configurations"]
     all_tasks = ["text_embedding", "completion", "chat_completion"]
-    assert config["api_key"] == {
-        "description": "API Key for the provider you're connecting to.",
-        "label": "API Key",
-        "required": True,
-        "sensitive": True,
-        "updatable": True,
-        "type": "str",
-        "supported_task_types": all_tasks,
-    }
+    assert config["api_key"] == api_key_configuration(all_tasks)
     assert config["model"] == {
         "description": "Refer to the Mistral models documentation for the list of available inference models.",
         "label": "Model",

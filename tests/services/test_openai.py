@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,36 +13,42 @@ import pytest
 
 from tests.conftest import assert_es_error
 from tests.fakes.openai import API_KEY, DEFAULT_DIMENSIONS, FakeOpenAi, vector
-from tests.support.servers import PASSWORD, RunningServer, ThreadedServer, free_port
-
-LOOPBACK = r"http://127\.0\.0\.1:\d+/.*"
-FAST_RETRIES = {"http_retry_initial_delay": 0.01, "http_retry_max_delay": 0.05, "http_max_retries": 3}
-BOM = b"\xef\xbb\xbf"
+from tests.support.providers import (
+    MAX_RETRIES,
+    assert_completion_stream_is_byte_exact,
+    assert_connection_refused,
+    assert_creation_fails,
+    assert_disconnect_cancels_upstream,
+    assert_rate_limit_holds,
+    assert_request_timeout,
+    assert_retry_after_is_waited_out,
+    assert_ssrf_guard_refuses,
+    chat_chunks,
+    client_for,
+    dimensions_mismatch,
+    first_delta_then_error,
+    put,
+    put_without_validation,
+    serve_fake,
+    serve_inferd,
+    services_entry,
+)
+from tests.support.servers import PASSWORD, RunningServer, free_port
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeOpenAi]:
-    with FakeOpenAi() as provider:
-        yield provider
+    yield from serve_fake(FakeOpenAi())
 
 
 @pytest.fixture(scope="module")
 def inferd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    data = tmp_path_factory.mktemp("openai")
-    with ThreadedServer(data, trusted_url_patterns=[LOOPBACK], **FAST_RETRIES) as running:
-        yield running
+    yield from serve_inferd(tmp_path_factory, "openai")
 
 
 @pytest.fixture
 def http(inferd: RunningServer, fake: FakeOpenAi) -> Iterator[httpx.Client]:
-    fake.requests.clear()
-    fake.script.clear()
-    fake.stream_cancelled.clear()
-    with inferd.http() as client:
-        yield client
-        for ep in client.get("/_inference/_all").json()["endpoints"]:
-            if ep["service"] == "openai":
-                client.delete(f"/_inference/{ep['inference_id']}")
+    yield from client_for(inferd, fake, "openai")
 
 
 def embedding_body(fake: FakeOpenAi, **settings: Any) -> dict[str, Any]:
@@ -71,12 +76,6 @@ def chat_body(fake: FakeOpenAi, task_settings: dict[str, Any] | None = None, **s
     if task_settings:
         body["task_settings"] = task_settings
     return body
-
-
-def put(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = http.put(path, json=body)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 # -- creation ----------------------------------------------------------------------------------
@@ -118,44 +117,25 @@ def test_learnt_dimensions_are_not_sent(http: httpx.Client, fake: FakeOpenAi) ->
 
 def test_a_size_that_does_not_match_the_declared_dimensions_is_refused(http: httpx.Client, fake: FakeOpenAi) -> None:
     fake.then(200, {"object": "list", "data": [{"index": 0, "embedding": [0.1, 0.2]}], "model": "m"})
-    response = http.put(
-        "/_inference/text_embedding/oa-mismatch",
-        json=embedding_body(fake, model_id="text-embedding-3-small", dimensions=4),
-    )
-    error = assert_es_error(
-        response,
-        400,
-        "status_exception",
-        "Could not complete inference endpoint creation as validation call to service threw an exception.",
-    )
-    assert error["caused_by"]["reason"] == (
-        "The retrieved embeddings size [2] does not match the size specified in the settings [4]. "
-        "Please recreate the [oa-mismatch] configuration with the correct dimensions"
-    )
-    assert http.get("/_inference/oa-mismatch").status_code == 404
+    body = embedding_body(fake, model_id="text-embedding-3-small", dimensions=4)
+    caused_by = assert_creation_fails(http, "/_inference/text_embedding/oa-mismatch", body)
+    assert caused_by["reason"] == dimensions_mismatch(2, 4, "oa-mismatch")
 
 
 def test_a_provider_error_at_creation_is_an_es_error(http: httpx.Client, fake: FakeOpenAi) -> None:
-    body = embedding_body(fake, api_key="sk-wrong")
-    error = assert_es_error(
-        http.put("/_inference/text_embedding/oa-badkey", json=body),
-        400,
-        "status_exception",
-        "Could not complete inference endpoint creation as validation call to service threw an exception.",
+    caused_by = assert_creation_fails(
+        http, "/_inference/text_embedding/oa-badkey", embedding_body(fake, api_key="sk-wrong")
     )
-    assert error["caused_by"]["type"] == "status_exception"
-    assert error["caused_by"]["reason"].startswith(
+    assert caused_by["type"] == "status_exception"
+    assert caused_by["reason"].startswith(
         "Received an authentication error status code for request from inference entity id [oa-badkey] "
         "status [401]. Error message: [Incorrect API key provided: sk-wro***."
     )
-    assert http.get("/_inference/oa-badkey").status_code == 404
 
 
 def test_validation_can_be_skipped(tmp_path: Path, fake: FakeOpenAi) -> None:
     fake.requests.clear()
-    server = ThreadedServer(tmp_path, trusted_url_patterns=[LOOPBACK], skip_validate_and_start=True)
-    with server as running, running.http() as client:
-        created = put(client, "/_inference/text_embedding/oa-skip", embedding_body(fake))
+    created = put_without_validation(tmp_path, "/_inference/text_embedding/oa-skip", embedding_body(fake))
     assert fake.requests == []
     assert "dimensions" not in created["service_settings"]
 
@@ -266,29 +246,18 @@ def test_upstream_5xx_becomes_400_after_bounded_retries(http: httpx.Client, fake
         "Received a server error status code for request from inference entity id [oa-500] status [500]. "
         "Error message: [boom]",
     )
-    assert len(fake.requests) == 1 + FAST_RETRIES["http_max_retries"]
+    assert len(fake.requests) == 1 + MAX_RETRIES
 
 
 def test_429_is_retried_after_retry_after(http: httpx.Client, fake: FakeOpenAi) -> None:
-    put(http, "/_inference/text_embedding/oa-429", embedding_body(fake))
-    fake.requests.clear()
-    fake.then(429, {"error": {"message": "Rate limit reached", "type": "requests"}}, headers={"Retry-After": "0.5"})
-    started = time.monotonic()
-    response = http.post("/_inference/text_embedding/oa-429", json={"input": "x"})
-    assert response.status_code == 200, response.text
-    assert len(fake.requests) == 2
-    assert time.monotonic() - started >= 0.5  # the provider's Retry-After was waited out
+    body = embedding_body(fake)
+    rate_limited = {"error": {"message": "Rate limit reached", "type": "requests"}}
+    assert_retry_after_is_waited_out(http, fake, "/_inference/text_embedding/oa-429", body, rate_limited)
 
 
 def test_a_slow_provider_hits_the_request_timeout(http: httpx.Client, fake: FakeOpenAi) -> None:
-    put(http, "/_inference/text_embedding/oa-slow", embedding_body(fake))
-    fake.then(200, {"object": "list", "data": []}, delay=3)
-    assert_es_error(
-        http.post("/_inference/text_embedding/oa-slow?timeout=300ms", json={"input": "x"}),
-        408,
-        "status_exception",
-        "Request timed out after [300ms]",
-    )
+    late = {"object": "list", "data": []}
+    assert_request_timeout(http, fake, "/_inference/text_embedding/oa-slow", embedding_body(fake), late)
 
 
 def test_malformed_json_from_the_provider(http: httpx.Client, fake: FakeOpenAi) -> None:
@@ -301,43 +270,20 @@ def test_malformed_json_from_the_provider(http: httpx.Client, fake: FakeOpenAi) 
 
 
 def test_connection_refused(http: httpx.Client, fake: FakeOpenAi) -> None:
-    body = embedding_body(fake)
-    body["service_settings"]["url"] = f"http://127.0.0.1:{free_port()}/v1/embeddings"
-    error = assert_es_error(http.put("/_inference/text_embedding/oa-refused", json=body), 400, "status_exception")
-    assert error["caused_by"]["reason"].startswith("Failed to send OpenAI embeddings request. Cause:")
+    body = embedding_body(fake, url=f"http://127.0.0.1:{free_port()}/v1/embeddings")
+    cause = "Failed to send OpenAI embeddings request. Cause:"
+    assert_connection_refused(http, "/_inference/text_embedding/oa-refused", body, cause)
 
 
 def test_the_rate_limit_holds(http: httpx.Client, fake: FakeOpenAi) -> None:
-    put(http, "/_inference/text_embedding/oa-rpm", embedding_body(fake, rate_limit={"requests_per_minute": 3}))
-    for _ in range(2):  # the validation call at PUT took the first slot
-        assert http.post("/_inference/text_embedding/oa-rpm", json={"input": "x"}).status_code == 200
-    before = len(fake.requests)
-    response = http.post("/_inference/text_embedding/oa-rpm?timeout=500ms", json={"input": "x"})
-    assert response.status_code == 408
-    assert len(fake.requests) == before  # the fourth call waited for a slot and never reached the provider
+    assert_rate_limit_holds(http, fake, "/_inference/text_embedding/oa-rpm", embedding_body(fake))
 
 
 # -- streaming -----------------------------------------------------------------------------------
 
 
-def event(data: dict[str, Any] | str, name: str = "message") -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return BOM + f"event: {name}\ndata: {payload}\n\n".encode()
-
-
 def test_completion_stream_frames_are_byte_exact(http: httpx.Client, fake: FakeOpenAi) -> None:
-    put(http, "/_inference/completion/oa-stream", chat_body(fake))
-    response = http.post("/_inference/completion/oa-stream/_stream", json={"input": "hello big world"})
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "text/event-stream"
-    assert response.content == b"".join(
-        [
-            event({"completion": [{"delta": "HELLO"}]}),
-            event({"completion": [{"delta": " BIG"}]}),
-            event({"completion": [{"delta": " WORLD"}]}),
-            event("[DONE]"),
-        ]
-    )
+    assert_completion_stream_is_byte_exact(http, "/_inference/completion/oa-stream", chat_body(fake))
     sent = fake.requests[-1].body
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 
@@ -356,9 +302,7 @@ def test_chat_completion_stream(http: httpx.Client, fake: FakeOpenAi) -> None:
     assert (
         sent["model"] == "gpt-4.1" and sent["max_completion_tokens"] == 20 and sent["messages"] == request["messages"]
     )
-    frames = [f for f in response.content.split(BOM) if f]
-    assert frames[-1] == b"event: message\ndata: [DONE]\n\n"
-    chunks = [json.loads(f.split(b"data: ", 1)[1]) for f in frames[:-1]]
+    chunks = chat_chunks(response)
     assert chunks[0] == {
         "id": "chatcmpl-fake",
         "choices": [{"delta": {"content": "", "role": "assistant"}, "index": 0}],
@@ -372,13 +316,9 @@ def test_chat_completion_stream(http: httpx.Client, fake: FakeOpenAi) -> None:
 
 def test_a_mid_stream_provider_error_is_an_error_event(http: httpx.Client, fake: FakeOpenAi) -> None:
     put(http, "/_inference/completion/oa-break", chat_body(fake))
-    response = http.post("/_inference/completion/oa-break/_stream", json={"input": "one BREAK two"})
-    assert response.status_code == 200
-    frames = [f for f in response.content.split(BOM) if f]
-    assert frames[0] == b'event: message\ndata: {"completion":[{"delta":"ONE"}]}\n\n'
-    name, data = frames[1].split(b"\n", 1)
-    assert name == b"event: error"
-    error = json.loads(data.removeprefix(b"data: "))
+    error = first_delta_then_error(
+        http.post("/_inference/completion/oa-break/_stream", json={"input": "one BREAK two"})
+    )
     assert error["status"] == 500
     assert error["error"]["reason"] == (
         "Received an error response for request from inference entity id [oa-break]. "
@@ -389,36 +329,25 @@ def test_a_mid_stream_provider_error_is_an_error_event(http: httpx.Client, fake:
 def test_a_client_that_disconnects_cancels_the_upstream_call(
     inferd: RunningServer, fake: FakeOpenAi, http: httpx.Client
 ) -> None:
-    put(http, "/_inference/completion/oa-cancel", chat_body(fake))
-    with (
-        inferd.http() as client,
-        client.stream("POST", "/_inference/completion/oa-cancel/_stream", json={"input": "slow " * 50}) as response,
-    ):
-        next(response.iter_bytes())
-    assert fake.stream_cancelled.wait(timeout=10), "the upstream stream was not cancelled"
+    request = {"input": "slow " * 50}
+    assert_disconnect_cancels_upstream(inferd, fake, http, "/_inference/completion/oa-cancel", chat_body(fake), request)
 
 
 def test_ssrf_guard_refuses_private_addresses(tmp_path: Path, fake: FakeOpenAi) -> None:
-    with ThreadedServer(tmp_path) as running, running.http() as client:
-        for url, address in (
+    assert_ssrf_guard_refuses(
+        tmp_path,
+        "/_inference/text_embedding/oa-ssrf",
+        lambda url: embedding_body(fake, url=url),
+        [
             (f"{fake.url}/v1/embeddings", "127.0.0.1"),
             ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),
             ("http://10.1.2.3/v1/embeddings", "10.1.2.3"),
-        ):
-            body = embedding_body(fake)
-            body["service_settings"]["url"] = url
-            assert_es_error(
-                client.put("/_inference/text_embedding/oa-ssrf", json=body),
-                400,
-                "status_exception",
-                f"The url [{url}] resolves to the non-public address [{address}], which inferd does not call; "
-                "an operator can allow it with a matching pattern in INFERD_TRUSTED_URL_PATTERNS",
-            )
-        assert client.get("/_inference/oa-ssrf").status_code == 404
+        ],
+    )
 
 
 def test_services_entry(http: httpx.Client) -> None:
-    (entry,) = [e for e in http.get("/_inference/_services").json() if e["service"] == "openai"]
+    entry = services_entry(http, "openai")
     assert entry["task_types"] == ["text_embedding", "completion", "chat_completion"]
     assert entry["configurations"]["api_key"]["sensitive"] is True
     assert entry["configurations"]["rate_limit.requests_per_minute"]["type"] == "int"
