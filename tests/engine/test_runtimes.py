@@ -398,8 +398,9 @@ def test_splade_chunked_batches_agree_with_one_by_one(splade: OnnxSparseRuntime)
     assert len(together) == 20
     for i in (0, 9, 19):
         (alone,) = splade.sparse([texts[i]])
-        # Dynamic int8 quantizes activations with a scale per batch, so batch-mates move weights by ~1 %.
-        assert list(together[i].weights)[:5] == list(alone.weights)[:5]
+        # Dynamic int8 quantizes activations with a scale per batch, so batch-mates move weights by ~1 %:
+        # enough to swap two near-equal terms (e.g. 1.424 / 1.420), not to change which terms lead.
+        assert set(list(together[i].weights)[:5]) == set(list(alone.weights)[:5])
         tokens = sorted(set(alone.weights) | set(together[i].weights))
         a = np.array([alone.weights.get(t, 0.0) for t in tokens], dtype=np.float32)
         b = np.array([together[i].weights.get(t, 0.0) for t in tokens], dtype=np.float32)
