@@ -1,15 +1,21 @@
 """Token-budget dynamic batching across concurrent requests (TEI-style).
 
-Requests wait in one bounded queue per deployment. A worker (one per allocation) takes the oldest
-request and adds the following compatible ones (same kind, e.g. embeddings with the same input
-type) while the batch stays within the token budget and the item cap. Every request owns a future
-that is always resolved: with its own slice of the batch result, or with the error that failed the
-batch. A full queue refuses new work at once with 429.
+Requests wait in one bounded queue per deployment. The worker thread of each allocation takes the
+oldest request and adds the following compatible ones (same kind, e.g. embeddings with the same
+input type) while the batch stays within the token budget and the item cap. Every request owns an
+asyncio future that is always resolved: with its own slice of the batch result, or with the error
+that failed the batch. A full queue refuses new work at once with 429.
+
+Workers take batches themselves, under a thread lock, rather than being handed them by the event
+loop: a busy event loop then never delays the next batch, and the model thread goes from one batch
+straight to the next. Futures are only ever touched on their event loop (results travel back with
+`call_soon_threadsafe`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -41,13 +47,13 @@ class BatchLimits:
 
 
 class WorkQueue:
-    """The shared queue of one deployment; allocations pull batches from it."""
+    """The shared queue of one deployment: the event loop submits, allocation threads take batches."""
 
     def __init__(self, limits: BatchLimits, name: str) -> None:
         self.limits = limits
         self.name = name
         self._waiting: deque[Work] = deque()
-        self._ready = asyncio.Condition()
+        self._ready = threading.Condition(threading.Lock())
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -55,62 +61,75 @@ class WorkQueue:
     async def submit(
         self, kind: Hashable, run: RunFn, items: list[Any], tokens: int, *, batchable: bool = True
     ) -> list[Any]:
-        if len(self._waiting) >= self.limits.max_queue:
-            raise Overloaded(
-                f"rejected execution of inference request on deployment [{self.name}]: "
-                f"the queue is full ([{self.limits.max_queue}] requests waiting)",
-                headers={"Retry-After": "1"},
-            )
         work = Work(kind, run, items, tokens, asyncio.get_running_loop().create_future(), batchable)
-        async with self._ready:
+        with self._ready:
+            if len(self._waiting) >= self.limits.max_queue:
+                raise Overloaded(
+                    f"rejected execution of inference request on deployment [{self.name}]: "
+                    f"the queue is full ([{self.limits.max_queue}] requests waiting)",
+                    headers={"Retry-After": "1"},
+                )
             self._waiting.append(work)
             self._ready.notify()
         try:
             return await work.future
         except asyncio.CancelledError:
             # The caller went away: if its work has not started, drop it; a running batch still finishes.
-            if work in self._waiting:
-                self._waiting.remove(work)
+            with self._ready:
+                if work in self._waiting:
+                    self._waiting.remove(work)
             raise
 
-    async def next_batch(self) -> list[Work]:
-        """Wait for work, then take the oldest request and what fits beside it."""
-        async with self._ready:
-            while not self._waiting:
-                await self._ready.wait()
-            first = self._waiting.popleft()
-            batch = [first]
-            if not first.batchable:
-                return batch
-            tokens, count = first.tokens, len(first.items)
-            kept: deque[Work] = deque()
-            while self._waiting:
-                work = self._waiting.popleft()
-                fits = (
-                    work.batchable
-                    and work.kind == first.kind
-                    and tokens + work.tokens <= self.limits.max_batch_tokens
-                    and count + len(work.items) <= self.limits.max_batch_items
-                )
-                if fits:
-                    batch.append(work)
-                    tokens += work.tokens
-                    count += len(work.items)
-                else:
-                    kept.append(work)
-            self._waiting.extendleft(reversed(kept))
-            return batch
+    def take(self, stopping: threading.Event) -> list[Work] | None:
+        """Block until there is work, then take the oldest request and what fits beside it.
 
-    def fail_all(self, error: BaseException) -> None:
-        """Answer every waiting request with `error` (the deployment is going away)."""
+        Returns None, taking nothing, once `stopping` is set (see `wake_all`).
+        """
+        with self._ready:
+            while not self._waiting and not stopping.is_set():
+                self._ready.wait()
+            if stopping.is_set():
+                return None
+            return self._take_batch()
+
+    def _take_batch(self) -> list[Work]:
+        first = self._waiting.popleft()
+        batch = [first]
+        if not first.batchable:
+            return batch
+        tokens, count = first.tokens, len(first.items)
+        kept: deque[Work] = deque()
         while self._waiting:
             work = self._waiting.popleft()
-            if not work.future.done():
-                work.future.set_exception(error)
+            fits = (
+                work.batchable
+                and work.kind == first.kind
+                and tokens + work.tokens <= self.limits.max_batch_tokens
+                and count + len(work.items) <= self.limits.max_batch_items
+            )
+            if fits:
+                batch.append(work)
+                tokens += work.tokens
+                count += len(work.items)
+            else:
+                kept.append(work)
+        self._waiting.extendleft(reversed(kept))
+        return batch
+
+    def wake_all(self) -> None:
+        """Wake every waiting worker, so that those told to stop see it."""
+        with self._ready:
+            self._ready.notify_all()
+
+    def fail_all(self, error: BaseException) -> None:
+        """Answer every waiting request with `error` (the deployment is going away). Call on the event loop."""
+        with self._ready:
+            waiting, self._waiting = self._waiting, deque()
+        fail(waiting, error)
 
 
 def deliver(batch: list[Work], results: list[Any]) -> None:
-    """Hand each request its own slice of a batch result."""
+    """Hand each request its own slice of a batch result. Call on the event loop."""
     start = 0
     for work in batch:
         end = start + len(work.items)
@@ -119,7 +138,8 @@ def deliver(batch: list[Work], results: list[Any]) -> None:
         start = end
 
 
-def fail(batch: list[Work], error: BaseException) -> None:
+def fail(batch: list[Work] | deque[Work], error: BaseException) -> None:
+    """Answer every request of `batch` with `error`. Call on the event loop."""
     for work in batch:
         if not work.future.done():
             work.future.set_exception(error)

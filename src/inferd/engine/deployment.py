@@ -10,8 +10,8 @@ cores.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import threading
 import time
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inferd.core.errors import EngineError, InferdError, StatusError
-from inferd.engine.batcher import BatchLimits, RunFn, WorkQueue, deliver, fail
+from inferd.engine.batcher import BatchLimits, RunFn, Work, WorkQueue, deliver, fail
 from inferd.engine.budget import ThreadBudget
 from inferd.engine.catalog import ModelSpec
 from inferd.engine.runtimes.base import ModelRuntime, RuntimeLoader
@@ -46,12 +46,19 @@ class AllocationPlan:
 
 
 class Allocation:
+    """One loaded copy of the model and the one thread that runs it.
+
+    The thread loads the model, then takes batches from the deployment's queue until told to stop,
+    finishing the batch in hand; results go back to the event loop, which owns the futures.
+    """
+
     def __init__(self, deployment: Deployment, index: int) -> None:
         self.deployment = deployment
         self.index = index
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{deployment.deployment_id}-{index}")
         self.runtime: ModelRuntime | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.stopping = threading.Event()
+        self.worker: asyncio.Future[None] | None = None
         self.busy = False
 
     async def load(self) -> None:
@@ -59,33 +66,44 @@ class Allocation:
         d = self.deployment
         self.runtime = await loop.run_in_executor(self.executor, d.loader, d.spec, d.folder, d.plan.num_threads)
 
-    async def serve(self) -> None:
-        queue = self.deployment.queue
+    def start(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            batch = await queue.next_batch()
+        self.worker = loop.run_in_executor(self.executor, self._serve, loop)
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The allocation's thread: batch after batch, without a round trip through the event loop."""
+        queue = self.deployment.queue
+        while (batch := queue.take(self.stopping)) is not None:
             self.busy = True
             items = [item for work in batch for item in work.items]
             try:
-                results = await loop.run_in_executor(self.executor, batch[0].run, self.runtime, items)
-            except InferdError as exc:
-                fail(batch, exc)
+                results = batch[0].run(self.runtime, items)
             except Exception as exc:
-                if all(work.future.done() for work in batch):
-                    continue  # every caller went away (e.g. an abandoned stream stopped its generation)
-                log.exception("model [%s] failed on a batch", self.deployment.spec.model_id)
-                fail(batch, EngineError(f"model [{self.deployment.spec.model_id}] failed: {exc}"))
+                answer: tuple[Any, ...] = (self._failed, batch, exc)
             else:
-                deliver(batch, results)
+                answer = (deliver, batch, results)
             finally:
                 self.busy = False
                 self.deployment.touched = time.monotonic()
+            try:
+                loop.call_soon_threadsafe(*answer)
+            except RuntimeError:
+                return  # the event loop is closed: nobody is left to answer
+
+    def _failed(self, batch: list[Work], exc: Exception) -> None:
+        if isinstance(exc, InferdError):
+            fail(batch, exc)
+            return
+        if all(work.future.done() for work in batch):
+            return  # every caller went away (e.g. an abandoned stream stopped its generation)
+        log.error("model [%s] failed on a batch", self.deployment.spec.model_id, exc_info=exc)
+        fail(batch, EngineError(f"model [{self.deployment.spec.model_id}] failed: {exc}"))
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        self.stopping.set()
+        self.deployment.queue.wake_all()
+        if self.worker is not None:
+            await self.worker
         runtime, self.runtime = self.runtime, None
         if runtime is not None:
             await asyncio.get_running_loop().run_in_executor(self.executor, runtime.close)
@@ -118,6 +136,8 @@ class Deployment:
         self._resize_lock = asyncio.Lock()
         self._scaler: asyncio.Task[None] | None = None
         self.endpoints: set[str] = set()  # inference ids using this deployment
+        self.stopped = False
+        self._stopped_error = StatusError(f"deployment [{deployment_id}] stopped", status=409)
 
     @property
     def num_allocations(self) -> int:
@@ -144,6 +164,14 @@ class Deployment:
 
     async def resize(self, target: int) -> None:
         async with self._resize_lock:
+            if self.stopped:
+                target = 0
+            while len(self.allocations) > target:
+                allocation = self.allocations.pop()
+                await allocation.stop()
+                self.budget.give(self.plan.num_threads)
+            if not target and len(self.queue) and not self.stopped:
+                target = 1  # a request was queued while the last allocation stopped: it must not wait forever
             while len(self.allocations) < target:
                 await self.budget.take(self.plan.num_threads, self.deployment_id)
                 allocation = Allocation(self, len(self.allocations))
@@ -153,12 +181,8 @@ class Deployment:
                     self.budget.give(self.plan.num_threads)
                     allocation.executor.shutdown(wait=False)
                     raise
-                allocation.task = asyncio.create_task(allocation.serve(), name=f"serve-{self.deployment_id}")
+                allocation.start()
                 self.allocations.append(allocation)
-            while len(self.allocations) > target:
-                allocation = self.allocations.pop()
-                await allocation.stop()
-                self.budget.give(self.plan.num_threads)
             log.info("deployment [%s] of [%s] has %d allocation(s)", self.deployment_id, self.spec.model_id, target)
 
     async def replan(self, plan: AllocationPlan) -> None:
@@ -181,6 +205,8 @@ class Deployment:
         self.touched = time.monotonic()
         if not self.allocations:
             await self.resize(1)
+        if self.stopped:  # checked with no await before the submit, so nothing slips past `stop`
+            raise self._stopped_error
         return await self.queue.submit(kind, run, items, tokens, batchable=batchable)
 
     async def _autoscale(self, interval: float = 0.5) -> None:
@@ -213,5 +239,7 @@ class Deployment:
         if self._scaler is not None:
             self._scaler.cancel()
             self._scaler = None
-        self.queue.fail_all(StatusError(f"deployment [{self.deployment_id}] stopped: {reason}", status=409))
+        self.stopped = True
+        self._stopped_error = StatusError(f"deployment [{self.deployment_id}] stopped: {reason}", status=409)
+        self.queue.fail_all(self._stopped_error)
         await self.resize(0)
