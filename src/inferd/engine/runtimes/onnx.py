@@ -7,13 +7,15 @@ the built-in MiniLM file as shipped, and every graph `inferd.engine.convert` wri
 Each runtime owns one onnxruntime session with `intra_op_num_threads = num_threads` and one
 inter-op thread, so one call uses exactly its allocation's share of the machine's thread budget.
 Inputs are tokenized once, sorted by length and fed in chunks padded to their own longest text,
-so a batch of mixed lengths wastes little compute on padding (as TEI and Infinity do). SPLADE's
-chunks are small because its (batch x tokens x 30,522) logits dominate memory (models.md §3b).
+cut where the padding saved outweighs the cost of one more call, so a batch of mixed lengths
+wastes little compute on padding (Infinity sorts by length too; TEI avoids padding altogether on
+GPUs). SPLADE's chunks are small because its (tokens x 30,522) logits dominate memory (models.md §3b).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +33,60 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 # ELSER drops these from its token lists; other tokenizers' special tokens are found by their flag.
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-EMBED_CHUNK = 32
-SPARSE_CHUNK = 4  # measured on 2 cores: 2-4 best once sorted by length; 16+ slower
-PAIR_CHUNK = 16
 _PAD_TOKENS = ("[PAD]", "<pad>")
 
 
-def length_sorted_chunks(encodings: Sequence[Encoding], size: int) -> Iterator[list[int]]:
-    """Indices of `encodings`, shortest first, in chunks of at most `size`."""
-    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-    for start in range(0, len(order), size):
-        yield order[start : start + size]
+@dataclass(frozen=True)
+class CallCost:
+    """How a model's time per call grows, in padded tokens: what chunking a batch trades off.
+
+    Each call costs a fixed overhead (worth `call_tokens` tokens of compute) plus one unit per padded
+    token; past `max_tokens` padded tokens per call the time per token rises again (the activations
+    leave the caches). Measured on the built-in models with one thread (docs/performance.md).
+    """
+
+    call_tokens: int
+    max_tokens: int
+
+
+EMBED_COST = CallCost(call_tokens=10, max_tokens=512)  # MiniLM: ~3 ms per call, ~0.3 ms per token
+# SPLADE: its (tokens x 30,522) vocabulary logits make per-token time climb past ~128 tokens a call.
+SPARSE_COST = CallCost(call_tokens=4, max_tokens=128)
+PAIR_COST = EMBED_COST
+
+
+def padding_aware_chunks(lengths: Sequence[int], cost: CallCost) -> list[list[int]]:
+    """Indices of the inputs, grouped into the calls that cost least in all.
+
+    Inputs are sorted by length; each chunk is a run of that order padded to its longest input.
+    Dynamic programming over the cut points minimises calls x overhead + padded tokens, so inputs
+    of equal length share a call and a long one does not pad many short ones. A batch of 16 then
+    wastes about as little on padding as a batch of 64, which fixed-size chunks did not.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    sizes = [max(1, lengths[i]) for i in order]
+    best = [0.0] + [float("inf")] * len(order)
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        width = sizes[end - 1]  # the longest input of any chunk ending here
+        for start in range(end - 1, -1, -1):
+            count = end - start
+            if count > 1 and count * width > cost.max_tokens:
+                break
+            total = best[start] + cost.call_tokens + count * width
+            if total < best[end]:
+                best[end], cut[end] = total, start
+    chunks: list[list[int]] = []
+    end = len(order)
+    while end:
+        chunks.append(order[cut[end] : end])
+        end = cut[end]
+    chunks.reverse()
+    return chunks
+
+
+def _lengths(encodings: Sequence[Encoding]) -> list[int]:
+    return [len(e.ids) for e in encodings]
 
 
 def _clean(text: str) -> str:
@@ -175,7 +220,7 @@ class OnnxEmbeddingRuntime:
         encodings = self.encoder.encode(texts)
         order: list[int] = []
         parts = []
-        for chunk in length_sorted_chunks(encodings, EMBED_CHUNK):
+        for chunk in padding_aware_chunks(_lengths(encodings), EMBED_COST):
             hidden, mask = self.encoder.run([encodings[i] for i in chunk])
             parts.append(pool(hidden, mask, self.pooling))
             order.extend(chunk)
@@ -203,7 +248,7 @@ class OnnxSparseRuntime:
     def sparse(self, texts: Sequence[str]) -> list[SparseVector]:
         encodings = self.encoder.encode(texts)
         results: list[SparseVector | None] = [None] * len(texts)
-        for chunk in length_sorted_chunks(encodings, SPARSE_CHUNK):
+        for chunk in padding_aware_chunks(_lengths(encodings), SPARSE_COST):
             weights, _ = self.encoder.run([encodings[i] for i in chunk])
             if weights.ndim != 2:
                 model_id, shape = self.encoder.model_id, weights.shape
@@ -255,7 +300,7 @@ class OnnxCrossEncoderRuntime:
         encodings = self.encoder.encode([(query, d) for d in documents])
         order: list[int] = []
         parts = []
-        for chunk in length_sorted_chunks(encodings, PAIR_CHUNK):
+        for chunk in padding_aware_chunks(_lengths(encodings), PAIR_COST):
             output, _ = self.encoder.run([encodings[i] for i in chunk])
             parts.append(output.reshape(len(chunk), -1))
             order.extend(chunk)
