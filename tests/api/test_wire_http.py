@@ -7,10 +7,14 @@ Expected values come from ES's RestMainAction / MainResponse, RestController and
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
+import logging
 import platform
 import re
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -416,3 +420,22 @@ def test_client_raises_the_warning(es: elasticsearch.Elasticsearch) -> None:
     assert len(messages) == 2, messages
     assert messages[0].startswith("Putting elasticsearch service inference endpoints")
     assert messages[1].startswith("The [elser] service is deprecated")
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with ThreadedServer(tmp_path / "data") as running:
+        host, port = running.url.removeprefix("http://").split(":")
+        token = base64.b64encode(":".join(running.auth or ("", "")).encode()).decode()
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /_inference/text_embedding/anything HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Basic " + token.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                b'{"input": "only the start'
+            )
+            time.sleep(0.3)  # the request is in the app, reading its body
+        time.sleep(0.3)
+        with running.http() as http:
+            assert http.get("/").status_code == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]

@@ -7,10 +7,11 @@ authenticate (before routing, as ES 8 does), and check the request's media types
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferd import ES_COMPAT_VERSION
@@ -26,6 +27,9 @@ from inferd.core.errors import AuthenticationError, InferdError
 PRINCIPAL = "inferd.principal"
 REQUEST_INFO = "inferd.request_info"
 PRODUCT_HEADER = (b"x-elastic-product", b"Elasticsearch")
+
+
+log = logging.getLogger(__name__)
 
 
 def _has_body(scope: Scope) -> bool:
@@ -100,6 +104,9 @@ class EsHttpMiddleware:
             return
         try:
             await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:
+            # The client went away before its body arrived: nobody is left to answer, and it is no error of ours.
+            log.debug("client left during %s %s", info.method, info.path)
         except Exception as exc:
             if started:
                 raise
