@@ -214,3 +214,24 @@ def test_a_request_queued_while_the_last_allocation_stops_is_still_served() -> N
         await deployment.stop()
 
     run_async(scenario)
+
+
+def test_an_allocation_never_stopped_ends_with_its_event_loop() -> None:
+    """A crash that skips the shutdown must not leave a model thread keeping the interpreter alive."""
+    runtimes: list[GatedRuntime] = []
+    deployments: list[Deployment] = []
+
+    async def scenario() -> None:
+        deployment = deployment_with(runtimes, open_gates=True)
+        deployments.append(deployment)
+        await deployment.start()
+        assert await deployment.run("a", gated, [1], 1) == [101]
+
+    asyncio.run(scenario())  # returns with the allocation still serving; the loop is now closed
+    # What the interpreter does at exit: join the executor's threads.
+    joining = threading.Thread(
+        target=deployments[0].allocations[0].executor.shutdown, kwargs={"wait": True}, daemon=True
+    )
+    joining.start()
+    joining.join(10)
+    assert not joining.is_alive(), "the allocation thread outlived its event loop"

@@ -80,15 +80,16 @@ class WorkQueue:
                     self._waiting.remove(work)
             raise
 
-    def take(self, stopping: threading.Event) -> list[Work] | None:
-        """Block until there is work, then take the oldest request and what fits beside it.
+    def take(self, stopping: threading.Event, timeout: float | None = None) -> list[Work] | None:
+        """Wait for work, then take the oldest request and what fits beside it.
 
-        Returns None, taking nothing, once `stopping` is set (see `wake_all`).
+        Returns None, taking nothing, once `stopping` is set (see `wake_all`), or when `timeout`
+        seconds pass without work.
         """
         with self._ready:
-            while not self._waiting and not stopping.is_set():
-                self._ready.wait()
-            if stopping.is_set():
+            if not self._waiting and not stopping.is_set():
+                self._ready.wait(timeout)
+            if stopping.is_set() or not self._waiting:
                 return None
             return self._take_batch()
 

@@ -27,6 +27,8 @@ from inferd.engine.runtimes.base import ModelRuntime, RuntimeLoader
 
 log = logging.getLogger(__name__)
 
+IDLE_CHECK_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class AllocationPlan:
@@ -73,7 +75,12 @@ class Allocation:
     def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         """The allocation's thread: batch after batch, without a round trip through the event loop."""
         queue = self.deployment.queue
-        while (batch := queue.take(self.stopping)) is not None:
+        # The wait wakes up now and then to see whether the event loop is gone: a deployment never
+        # stopped (a crash) must not keep the interpreter from exiting, which joins executor threads.
+        while not self.stopping.is_set() and not loop.is_closed():
+            batch = queue.take(self.stopping, timeout=IDLE_CHECK_SECONDS)
+            if batch is None:
+                continue
             self.busy = True
             items = [item for work in batch for item in work.items]
             try:
