@@ -299,6 +299,7 @@ def main() -> None:
         data = Path(tmp) / "data"
         settings = ServerSettings(data_dir=data, model_repository=args.repository, model_threads=args.threads)
         rows = []
+        curves: list[tuple[str, dict[int, float]]] = []
         for n, (label, (model_id, task)) in enumerate(MODELS.items()):
             inference_id = f"bench-{n}"
             raw = RawModel(model_id, task, settings, args.threads)
@@ -329,6 +330,7 @@ def main() -> None:
             q = statistics.quantiles(latencies, n=100)
             loop_ms = loop_cpu * 1000 / done
             rows.append((label, raw_rate, batch, served_rate, served_rate / raw_rate, q[49], q[98], loop_ms, rss))
+            curves.append((label, {size: statistics.median(r) for size, r in raw.rates.items()}))
         client = "wrk" if use_wrk else "httpx"
         print(
             f"threads={args.threads} clients={CLIENTS} ({client}) seconds={args.seconds} rounds={args.rounds} "
@@ -344,6 +346,11 @@ def main() -> None:
                 f"| {label} | {raw_rate:.0f} ({batch}) | {rate:.0f} | {ratio:.2f} | {p50:.1f} | {p99:.1f} "
                 f"| {loop_ms:.2f} | {rss:.0f} |"
             )
+        print()
+        print("| model | raw texts/s at batch " + " | ".join(str(size) for size in RawModel.SIZES) + " |")
+        print("|---|" + "---|" * len(RawModel.SIZES))
+        for label, curve in curves:
+            print(f"| {label} | " + " | ".join(f"{curve[size]:.0f}" for size in RawModel.SIZES) + " |")
 
 
 if __name__ == "__main__":
