@@ -146,20 +146,35 @@ def test_update_of_num_allocations_resizes_the_live_deployment(node: Node, clien
     assert updated.status_code == 200, updated.text
     assert updated.json()["service_settings"]["num_allocations"] == 3
     assert node.allocations("e1") == 3
+    assert live_allocations(client, "e1") == 3
     client.put("/_inference/e1/_update", json={"service_settings": {"num_allocations": 1}})
     assert node.allocations("e1") == 1
     assert node.engine.budget.used == 1
+    assert live_allocations(client, "e1") == 1
 
 
 def test_adaptive_allocations_scale_to_zero_and_back(node: Node, client: httpx.Client) -> None:
     adaptive = {"enabled": True, "min_number_of_allocations": 0, "max_number_of_allocations": 2}
     client.put("/_inference/text_embedding/e1", json=es_body(adaptive_allocations=adaptive))
     assert node.allocations("e1") == 1
+    assert live_allocations(client, "e1") == 1
     wait_for(lambda: node.allocations("e1") == 0)  # idle: the model is unloaded
     assert node.recorder.closes == [E5]
+    assert live_allocations(client, "e1") == 0  # GET shows the live count, as ES does from deployment stats
     response = client.post("/_inference/text_embedding/e1", json={"input": "wake up"})
     assert response.status_code == 200
     assert node.recorder.loads == [(E5, 1), (E5, 1)]  # loaded again for the request
+    assert live_allocations(client, "e1") == 1
+    settings = client.get("/_inference/text_embedding/e1").json()["endpoints"][0]["service_settings"]
+    assert list(settings) == ["num_allocations", "num_threads", "model_id", "adaptive_allocations"]
+    assert settings["adaptive_allocations"] == adaptive
+
+
+def live_allocations(client: httpx.Client, inference_id: str) -> Any:
+    one = client.get(f"/_inference/{inference_id}").json()["endpoints"][0]
+    (listed,) = [e for e in client.get("/_inference/_all").json()["endpoints"] if e["inference_id"] == inference_id]
+    assert listed == one
+    return one["service_settings"].get("num_allocations")
 
 
 @roomy

@@ -146,12 +146,16 @@ class EndpointManager:
             wanted = None if task_type is TaskType.ANY else task_type
             found = await self.store.list(wanted)
             defaults = [d for d in self.services.default_endpoints() if wanted in (None, d.task_type)]
-            listed = [c for c in [*found, *defaults] if visible(c.inference_id)]
+            listed = [self._live(c) for c in [*found, *defaults] if visible(c.inference_id)]
             return sorted(listed, key=lambda c: c.inference_id)
         config = await self.find(inference_id)
         if task_type is not TaskType.ANY and config.task_type is not task_type:
             raise _task_mismatch(task_type, config.task_type)
-        return [config]
+        return [self._live(config)]
+
+    def _live(self, config: EndpointConfig) -> EndpointConfig:
+        service = self.services.get(config.service)
+        return config if service is None else service.live_config(config)
 
     async def find(self, inference_id: str) -> EndpointConfig:
         config = self.services.default_endpoint(inference_id) or await self.store.get(inference_id)

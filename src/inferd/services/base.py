@@ -108,6 +108,10 @@ class Service:
         """Fill in request-time defaults that depend on more than one field (before validation)."""
         return settings
 
+    def live_config(self, config: EndpointConfig) -> EndpointConfig:
+        """The endpoint as GET shows it, with what changes at run time filled in (ES's dynamic fields)."""
+        return config
+
     # -- lifecycle hooks ---------------------------------------------------------------------
 
     async def on_create(self, endpoint: Endpoint, timeout_s: float | None) -> Endpoint:

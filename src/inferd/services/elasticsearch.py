@@ -6,6 +6,7 @@ semantics. Running the models is the engine's job.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -149,6 +150,10 @@ _OTHER_PLATFORM = (
 )
 
 
+def _deployment_id_of_config(config: EndpointConfig) -> str:
+    return str(config.service_settings.get("deployment_id") or config.inference_id)
+
+
 class ElasticsearchService(LocalInference, Service):
     name = "elasticsearch"
     display_name = "Elasticsearch"
@@ -226,8 +231,17 @@ class ElasticsearchService(LocalInference, Service):
             await running.replan(allocation_plan(after.service_settings))
 
     async def on_delete(self, config: EndpointConfig) -> None:
-        deployment_id = config.service_settings.get("deployment_id") or config.inference_id
-        await self.engine.release(deployment_id, config.inference_id)
+        await self.engine.release(_deployment_id_of_config(config), config.inference_id)
+
+    def live_config(self, config: EndpointConfig) -> EndpointConfig:
+        # As ES reads deployment stats on GET: a running deployment shows its current allocation
+        # count, which adaptive allocations move (down to 0) and `_update` sets.
+        deployment = self.engine.find(_deployment_id_of_config(config)) if self.context.engine is not None else None
+        if deployment is None:
+            return config
+        settings = {"num_allocations": deployment.num_allocations}  # first, where ES writes it
+        settings.update((k, v) for k, v in config.service_settings.items() if k != "num_allocations")
+        return dataclasses.replace(config, service_settings=settings)
 
     def merge_service_settings(self, current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
         # The two allocation styles exclude each other: setting one replaces the other.
