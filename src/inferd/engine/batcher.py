@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from inferd.core.errors import Overloaded
@@ -36,7 +35,6 @@ class Work:
     tokens: int
     future: asyncio.Future[list[Any]]
     batchable: bool = True  # False: runs alone (e.g. generation, whose items are not independent)
-    enqueued: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,7 @@ def deliver(batch: list[Work], results: list[Any]) -> None:
         start = end
 
 
-def fail(batch: list[Work] | deque[Work], error: BaseException) -> None:
+def fail(batch: Iterable[Work], error: BaseException) -> None:
     """Answer every request of `batch` with `error`. Call on the event loop."""
     for work in batch:
         if not work.future.done():

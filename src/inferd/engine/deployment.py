@@ -143,8 +143,11 @@ class Deployment:
         self._resize_lock = asyncio.Lock()
         self._scaler: asyncio.Task[None] | None = None
         self.endpoints: set[str] = set()  # inference ids using this deployment
-        self.stopped = False
-        self._stopped_error = StatusError(f"deployment [{deployment_id}] stopped", status=409)
+        self._stopped: StatusError | None = None  # set by `stop`: what later requests are answered
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped is not None
 
     @property
     def num_allocations(self) -> int:
@@ -212,8 +215,8 @@ class Deployment:
         self.touched = time.monotonic()
         if not self.allocations:
             await self.resize(1)
-        if self.stopped:  # checked with no await before the submit, so nothing slips past `stop`
-            raise self._stopped_error
+        if self._stopped is not None:  # checked with no await before the submit, so nothing slips past `stop`
+            raise self._stopped
         return await self.queue.submit(kind, run, items, tokens, batchable=batchable)
 
     async def _autoscale(self, interval: float = 0.5) -> None:
@@ -246,7 +249,6 @@ class Deployment:
         if self._scaler is not None:
             self._scaler.cancel()
             self._scaler = None
-        self.stopped = True
-        self._stopped_error = StatusError(f"deployment [{self.deployment_id}] stopped: {reason}", status=409)
-        self.queue.fail_all(self._stopped_error)
+        self._stopped = StatusError(f"deployment [{self.deployment_id}] stopped: {reason}", status=409)
+        self.queue.fail_all(self._stopped)
         await self.resize(0)

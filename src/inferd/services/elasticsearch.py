@@ -21,7 +21,12 @@ from inferd.core.java_format import java_value
 from inferd.core.tasks import TaskType
 from inferd.engine.catalog import BUILTIN_MODELS, E5_SMALL, ELSER_V2, RERANK_V1, current_platform, platform_default
 from inferd.services.base import Endpoint, Service, ServiceContext
-from inferd.services.local_inference import LocalInference, allocation_plan, deployment_id_of
+from inferd.services.local_inference import (
+    LocalInference,
+    allocation_plan,
+    deployment_id_of,
+    deployment_id_of_config,
+)
 from inferd.services.schema import EmptySettings, Integer, NonEmptyString, PositiveInteger, SettingsModel
 
 
@@ -150,10 +155,6 @@ _OTHER_PLATFORM = (
 )
 
 
-def _deployment_id_of_config(config: EndpointConfig) -> str:
-    return str(config.service_settings.get("deployment_id") or config.inference_id)
-
-
 class ElasticsearchService(LocalInference, Service):
     name = "elasticsearch"
     display_name = "Elasticsearch"
@@ -231,12 +232,12 @@ class ElasticsearchService(LocalInference, Service):
             await running.replan(allocation_plan(after.service_settings))
 
     async def on_delete(self, config: EndpointConfig) -> None:
-        await self.engine.release(_deployment_id_of_config(config), config.inference_id)
+        await self.engine.release(deployment_id_of_config(config), config.inference_id)
 
     def live_config(self, config: EndpointConfig) -> EndpointConfig:
         # As ES reads deployment stats on GET: a running deployment shows its current allocation
         # count, which adaptive allocations move (down to 0) and `_update` sets.
-        deployment = self.engine.find(_deployment_id_of_config(config)) if self.context.engine is not None else None
+        deployment = self.engine.find(deployment_id_of_config(config)) if self.context.engine is not None else None
         if deployment is None:
             return config
         settings = {"num_allocations": deployment.num_allocations}  # first, where ES writes it

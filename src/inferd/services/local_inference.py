@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from inferd.core.endpoint import EndpointConfig
 from inferd.core.errors import EngineError
 from inferd.core.inference import InferenceRequest
 from inferd.core.results import (
@@ -59,6 +60,11 @@ def allocation_plan(settings: Any) -> AllocationPlan:
 
 def deployment_id_of(endpoint: Endpoint) -> str:
     return getattr(endpoint.service_settings, "deployment_id", None) or endpoint.inference_id
+
+
+def deployment_id_of_config(config: EndpointConfig) -> str:
+    """`deployment_id_of` from stored settings, without parsing them (GET and DELETE)."""
+    return str(config.service_settings.get("deployment_id") or config.inference_id)
 
 
 def _embed(input_type: InputType | None) -> Any:
