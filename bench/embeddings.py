@@ -291,6 +291,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="raw and served readings alternate this many times")
     parser.add_argument("--repository", type=Path)
     parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=[label.split()[0] for label in MODELS],
+        help="a subset of the models (default: all)",
+    )
+    parser.add_argument(
         "--python-client", action="store_true", help="measure throughput with the httpx client even if wrk is there"
     )
     args = parser.parse_args()
@@ -300,7 +306,8 @@ def main() -> None:
         settings = ServerSettings(data_dir=data, model_repository=args.repository, model_threads=args.threads)
         rows = []
         curves: list[tuple[str, dict[int, float]]] = []
-        for n, (label, (model_id, task)) in enumerate(MODELS.items()):
+        chosen = {label: model for label, model in MODELS.items() if not args.models or label.split()[0] in args.models}
+        for n, (label, (model_id, task)) in enumerate(chosen.items()):
             inference_id = f"bench-{n}"
             raw = RawModel(model_id, task, settings, args.threads)
             proc, url = start_server(data, args.repository)
