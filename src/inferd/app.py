@@ -21,6 +21,7 @@ from inferd.api import endpoints, inference, root, security, services
 from inferd.api.compat import EsHttpMiddleware, GzipWhenAccepted
 from inferd.api.deps import AppState
 from inferd.api.errors import render_error
+from inferd.api.hot_routes import HotRoutes
 from inferd.api.params import parse_time_value
 from inferd.api.paths import request_uri
 from inferd.auth.api_keys import ApiKeyService
@@ -189,6 +190,7 @@ def build_app(
         app.include_router(router)
     app.add_exception_handler(InferdError, _inferd_error)
     app.add_exception_handler(StarletteHTTPException, _route_error)
+    app.add_middleware(HotRoutes, handlers=inference.HOT_HANDLERS)  # innermost: inside the two below
     app.add_middleware(GzipWhenAccepted, minimum_size=1024)
     app.add_middleware(
         EsHttpMiddleware, authenticator=authenticator if settings.security else None, authorizer=authorizer

@@ -168,3 +168,8 @@ async def infer(request: Request, inference_id: str) -> Response:
 @router.post(f"/_inference/{TASK}/{ID}")
 async def infer_typed(request: Request, task_type: str, inference_id: str) -> Response:
     return await _infer(request, task_type, inference_id)
+
+
+# Handlers that `HotRoutes` may call directly, once the router has chosen them for a path: each takes
+# the request and its path parameters, and has no dependencies for the framework to resolve.
+HOT_HANDLERS = (infer, infer_typed)
