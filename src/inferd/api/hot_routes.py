@@ -52,7 +52,7 @@ class HotRoutes:
                 self._routed[path] = (handler, dict(scope.get("path_params", {})))
             return
         handler, params = routed
-        scope["path_params"] = params
+        scope["path_params"] = dict(params)  # the remembered dict stays out of any request's reach
         request = Request(scope, receive)
         try:
             response = await handler(request, **params)
