@@ -332,6 +332,8 @@ def test_changed_pins_are_fetched_again(tmp_path: Path) -> None:
     assert asyncio.run(delivery.ensure(new_spec)) == folder
     assert (folder / "extra/w.bin").read_bytes() == b"v2"
     assert not delivery.is_ready(old_spec)
+    # So is a folder made by an older conversion: a changed conversion takes a new name.
+    assert not delivery.is_ready(dataclasses.replace(new_spec, convert="a_newer_conversion"))
     assert leftovers(delivery.models_dir) == []
 
 

@@ -217,6 +217,71 @@ def test_imported_masked_lm_gives_splade_weights_as_torch_does(
         assert not vector.is_truncated
 
 
+def masked_lm(kind: str, folder: Path) -> Any:
+    """A tiny randomly initialised masked LM of one family, saved with the test's tokenizer."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        DistilBertConfig,
+        DistilBertForMaskedLM,
+        RobertaConfig,
+        RobertaForMaskedLM,
+    )
+
+    torch.manual_seed(3)
+    size = {"vocab_size": len(SPECIAL) + len(WORDS), "max_position_embeddings": 64, "initializer_range": 0.5}
+    layers = {"num_hidden_layers": 2, "num_attention_heads": 2, "hidden_size": 32, "intermediate_size": 64}
+    model: Any
+    if kind == "bert":
+        model = BertForMaskedLM(BertConfig(**size, **layers))
+    elif kind == "roberta":  # its position ids count from its pad id, which is this tokenizer's 0
+        model = RobertaForMaskedLM(RobertaConfig(**size, **layers, pad_token_id=0))
+    else:
+        model = DistilBertForMaskedLM(DistilBertConfig(**size, n_layers=2, n_heads=2, dim=32, hidden_dim=64))
+    model.eval().save_pretrained(str(folder))
+    tokenizer_json(folder / "tokenizer.json")
+    return model
+
+
+@pytest.mark.parametrize(("kind", "packed"), [("bert", True), ("roberta", True), ("distilbert", False)])
+def test_splade_export_runs_the_head_on_real_tokens_where_the_model_allows_it(
+    kind: str, packed: bool, data_dir: Path, tmp_path: Path
+) -> None:
+    """BERT's and RoBERTa's MLM heads run on packed real tokens (a ScatterND takes each text's
+    maximum); other families pool the whole model's logits. Both give the textbook SPLADE numbers,
+    for a batch of mixed lengths whose padding must not count."""
+    import inspect
+
+    import onnx
+    import torch
+
+    model = masked_lm(kind, tmp_path / kind)
+    result = run_import(data_dir, tmp_path / kind, f"splade-{kind}", "sparse_embedding")
+    assert result.exit_code == 0, result.output
+    graph = onnx.load(str(data_dir / "models" / f"splade-{kind}" / "model.onnx")).graph
+    assert any(node.op_type == "ScatterND" for node in graph.node) is packed
+    _, runtime = served(data_dir, f"splade-{kind}")
+    texts = [DOCUMENTS[0], QUERY + " " + DOCUMENTS[1] + " " + DOCUMENTS[2], "cat", *DOCUMENTS[1:]]
+    try:
+        # One call with every text: the runtime pads them into chunks of mixed lengths.
+        vectors = runtime.sparse(texts)
+    finally:
+        runtime.close()
+    inputs = encode(texts, tmp_path / kind)
+    assert len(set(inputs["attention_mask"].sum(dim=1).tolist())) > 2
+    accepted = inspect.signature(model.forward).parameters
+    inputs = {k: v for k, v in inputs.items() if k in accepted}
+    logits = torch_output(model, inputs).logits
+    expected = (torch.log1p(torch.relu(logits)) * inputs["attention_mask"][:, :, None]).max(dim=1).values.numpy()
+    vocab = SPECIAL + WORDS
+    for vector, row in zip(vectors, expected, strict=True):
+        want = {vocab[i]: float(w) for i, w in enumerate(row) if w > 0 and vocab[i] not in SPECIAL}
+        assert vector.weights.keys() == want.keys() and want
+        for token, weight in want.items():
+            assert vector.weights[token] == pytest.approx(weight, rel=1e-3, abs=1e-5)
+
+
 def test_a_folder_with_only_an_onnx_graph_is_copied(torch_models: dict[str, tuple[Path, Any]], data_dir: Path) -> None:
     folder, _ = torch_models["text_embedding"]
     assert run_import(data_dir, folder, "from-torch", "text_embedding").exit_code == 0

