@@ -20,6 +20,7 @@ from starlette.routing import Match
 from inferd.api import endpoints, inference, root, security, services
 from inferd.api.compat import EsHttpMiddleware, GzipWhenAccepted
 from inferd.api.deps import AppState
+from inferd.api.entry import InferdApp
 from inferd.api.errors import render_error
 from inferd.api.hot_routes import HotRoutes
 from inferd.api.params import parse_time_value
@@ -174,7 +175,7 @@ def build_app(
             await store.close()
             audit.close()
 
-    app = FastAPI(
+    app = InferdApp(
         # inferd sets no OpenTelemetry provider, so FastAPI's native telemetry could only ever
         # check, on every request, that there is none (3 % of the event loop's time).
         telemetry={"tracing": False, "metrics": False, "logs": False},

@@ -282,6 +282,19 @@ def test_service_errors_reach_the_client(http: httpx.Client) -> None:
     assert_es_error(response, 400, "status_exception", "the test service was asked to fail")
 
 
+def test_an_unexpected_error_is_an_es_500_and_the_server_goes_on(http: httpx.Client) -> None:
+    put_endpoint(http, "completion", "inf-compl-crash")
+    response = http.post(
+        "/_inference/completion/inf-compl-crash", json={"input": "crash"}, headers={"X-Opaque-Id": "x1"}
+    )
+    assert_es_error(response, 500, "exception", "An internal error occurred in inferd; the server log has the details.")
+    assert response.headers["x-elastic-product"] == "Elasticsearch"
+    assert response.headers["x-opaque-id"] == "x1"
+    assert "a bug" not in response.text
+    after = http.post("/_inference/completion/inf-compl-crash", json={"input": "fine"})
+    assert after.json() == {"completion": [{"result": "FINE"}]}
+
+
 # -- task settings ---------------------------------------------------------------------------------
 
 

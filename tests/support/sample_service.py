@@ -139,6 +139,8 @@ class SampleService(Service):
     async def completion(self, endpoint: Endpoint, request: InferenceRequest) -> CompletionResult:
         if request.input[0] == "fail":
             raise StatusError("the test service was asked to fail", status=400)
+        if request.input[0] == "crash":
+            raise RuntimeError("a bug in the test service")
         return CompletionResult([text.upper() for text in request.input])
 
     async def stream_completion(self, endpoint: Endpoint, request: InferenceRequest) -> AsyncIterator[str]:
