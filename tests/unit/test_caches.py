@@ -7,6 +7,9 @@ import asyncio
 import base64
 from typing import Any
 
+import pytest
+
+from inferd.auth import throttle as throttle_module
 from inferd.auth.authenticator import Authenticator
 from inferd.auth.passwords import hash_password
 from inferd.auth.throttle import FailureThrottle
@@ -97,3 +100,18 @@ def test_a_login_that_raced_a_security_change_is_not_cached() -> None:
         assert users.reads == 2, "an ordinary login is cached"
 
     asyncio.run(scenario())
+
+
+def test_the_throttle_skips_addresses_without_failures_but_never_forgets_a_recent_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(throttle_module, "_MAX_ADDRESSES", 3)
+    throttle = FailureThrottle("2/minute", "3/minute")
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"):  # the 4th prunes: all still in the window
+        throttle.record_failure("alice", address)
+    throttle.record_failure("alice", "10.0.0.1")
+    wait = throttle.retry_after("alice", "10.0.0.1")
+    assert wait is not None and 1 <= wait <= 60
+    assert throttle.retry_after("bob", "10.0.0.1") is None  # the address has 2 failures, under its 3
+    assert throttle.retry_after("alice", "10.0.0.2") is None
+    assert throttle.retry_after("alice", "192.0.2.9") is None  # never failed
