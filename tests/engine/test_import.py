@@ -117,6 +117,20 @@ def torch_output(model: Any, inputs: dict[str, Any]) -> Any:
         return model(**inputs)
 
 
+def assert_textbook_splade(vectors: list[Any], model: Any, inputs: dict[str, Any], *, rel: float) -> None:
+    """The served sparse vectors are torch's max over real tokens of log1p(relu(MLM logits)), specials dropped."""
+    import torch
+
+    logits = torch_output(model, inputs).logits
+    expected = (torch.log1p(torch.relu(logits)) * inputs["attention_mask"][:, :, None]).max(dim=1).values.numpy()
+    vocab = SPECIAL + WORDS
+    for vector, row in zip(vectors, expected, strict=True):
+        want = {vocab[i]: float(w) for i, w in enumerate(row) if w > 0 and vocab[i] not in SPECIAL}
+        assert vector.weights.keys() == want.keys() and want
+        for token, weight in want.items():
+            assert vector.weights[token] == pytest.approx(weight, rel=rel, abs=1e-5)
+
+
 def unit(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     norms: npt.NDArray[np.float32] = np.linalg.norm(rows, axis=1, keepdims=True)
     return rows / norms
@@ -195,8 +209,6 @@ def test_imported_cls_pooled_sentence_transformers_folder(
 def test_imported_masked_lm_gives_splade_weights_as_torch_does(
     torch_models: dict[str, tuple[Path, Any]], data_dir: Path
 ) -> None:
-    import torch
-
     folder, model = torch_models["sparse_embedding"]
     assert run_import(data_dir, folder, "tiny-splade", "sparse_embedding").exit_code == 0
     _, runtime = served(data_dir, "tiny-splade")
@@ -205,16 +217,8 @@ def test_imported_masked_lm_gives_splade_weights_as_torch_does(
         vectors = runtime.sparse(DOCUMENTS)
     finally:
         runtime.close()
-    inputs = encode(DOCUMENTS, folder)
-    logits = torch_output(model, inputs).logits
-    expected = (torch.log1p(torch.relu(logits)) * inputs["attention_mask"][:, :, None]).max(dim=1).values.numpy()
-    vocab = SPECIAL + WORDS
-    for vector, row in zip(vectors, expected, strict=True):
-        want = {vocab[i]: float(w) for i, w in enumerate(row) if w > 0 and vocab[i] not in SPECIAL}
-        assert vector.weights.keys() == want.keys() and want
-        for token, weight in want.items():
-            assert vector.weights[token] == pytest.approx(weight, abs=1e-5)
-        assert not vector.is_truncated
+    assert_textbook_splade(vectors, model, encode(DOCUMENTS, folder), rel=1e-6)
+    assert not any(vector.is_truncated for vector in vectors)
 
 
 def masked_lm(kind: str, folder: Path) -> Any:
@@ -254,7 +258,6 @@ def test_splade_export_runs_the_head_on_real_tokens_where_the_model_allows_it(
     import inspect
 
     import onnx
-    import torch
 
     model = masked_lm(kind, tmp_path / kind)
     result = run_import(data_dir, tmp_path / kind, f"splade-{kind}", "sparse_embedding")
@@ -271,15 +274,7 @@ def test_splade_export_runs_the_head_on_real_tokens_where_the_model_allows_it(
     inputs = encode(texts, tmp_path / kind)
     assert len(set(inputs["attention_mask"].sum(dim=1).tolist())) > 2
     accepted = inspect.signature(model.forward).parameters
-    inputs = {k: v for k, v in inputs.items() if k in accepted}
-    logits = torch_output(model, inputs).logits
-    expected = (torch.log1p(torch.relu(logits)) * inputs["attention_mask"][:, :, None]).max(dim=1).values.numpy()
-    vocab = SPECIAL + WORDS
-    for vector, row in zip(vectors, expected, strict=True):
-        want = {vocab[i]: float(w) for i, w in enumerate(row) if w > 0 and vocab[i] not in SPECIAL}
-        assert vector.weights.keys() == want.keys() and want
-        for token, weight in want.items():
-            assert vector.weights[token] == pytest.approx(weight, rel=1e-3, abs=1e-5)
+    assert_textbook_splade(vectors, model, {k: v for k, v in inputs.items() if k in accepted}, rel=1e-3)
 
 
 def test_a_folder_with_only_an_onnx_graph_is_copied(torch_models: dict[str, tuple[Path, Any]], data_dir: Path) -> None:
