@@ -69,6 +69,8 @@ class Authorizer:
     def _record(
         self, allowed: bool, principal: Principal, action: str, info: RequestInfo, inference_id: str | None = None
     ) -> None:
+        if not self.audit.enabled:
+            return  # the fields are built for every request, so not when nothing writes them
         fields = {**principal_fields(principal), **request_fields(info), "action": action, "inference.id": inference_id}
         self.audit.event("transport", "access_granted" if allowed else "access_denied", **fields)
 
