@@ -130,7 +130,7 @@ class FakeOpenAi(FakeProvider):
                 yield self.chunk(body, {"content": (" " if i else "") + word})
             yield self.chunk(body, {}, "stop")
             if (body.get("stream_options") or {}).get("include_usage"):
-                usage = {
+                usage: dict[str, Any] = {
                     "id": "chatcmpl-fake",
                     "object": "chat.completion.chunk",
                     "created": 1700000000,

@@ -186,7 +186,7 @@ def test_inputs_are_split_to_the_provider_cap_and_stitched(http: httpx.Client, f
     assert [g["embedding"] for g in (got[0], got[2049])] == [vector("t0", 8), vector("t2049", 8)]
 
 
-def test_completion_and_task_settings(http: httpx.Client, fake: FakeOpenAi, es: elasticsearch.Elasticsearch) -> None:
+def test_completion_and_task_settings(http: httpx.Client, fake: FakeOpenAi) -> None:
     put(http, "/_inference/completion/oa-chat", chat_body(fake, {"user": "u-1", "headers": {"X-Team": "a"}}))
     response = http.post("/_inference/completion/oa-chat", json={"input": "hello there"})
     assert response.json() == {"completion": [{"result": "HELLO THERE"}]}
