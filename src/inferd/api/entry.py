@@ -6,7 +6,7 @@ every error that escapes before a response starts (the 500 responder could only 
 one has started), FastAPI's telemetry is off, and no framework body limit is set (the bodies are
 bounded by `http.max_content_length` as they are read). Yet each of them, with FastAPI's and
 Starlette's own `__call__`, is a frame that every request's coroutine chain passes through on every
-resumption: a fifth of the event loop's time per request (docs/performance.md).
+resumption: about 8 % of the event loop's profile samples under load (docs/performance.md).
 
 So HTTP requests enter at the first of inferd's middlewares, once the framework has built its
 stack, and only when every layer above it is one of those known three; any other layer (one that a
