@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from tests.support.fake_models import Recorder, fake_engine, vector
 from tests.support.servers import RunningServer, ThreadedServer
 
 E5 = ".multilingual-e5-small"
+ELSER = ".elser_model_2_linux-x86_64"
 
 
 def es_body(model_id: str = E5, **settings: Any) -> dict[str, Any]:
@@ -241,6 +242,52 @@ def test_the_seed_endpoint_returns_sparse_embeddings(client: httpx.Client) -> No
     assert client.put("/_inference/sparse_embedding/my-elser-model", json=body).status_code == 200
     response = client.post("/_inference/sparse_embedding/my-elser-model", json={"input": ["a b a"]})
     assert response.json()["sparse_embedding"][0]["embedding"] == {"a": 2.0, "b": 1.0}
+
+
+ELSER_BODY = {"service": "elser", "service_settings": {"num_allocations": 1, "num_threads": 1}}
+
+
+def post_in_background(node: Node, pool: ThreadPoolExecutor, text: str) -> Future[httpx.Response]:
+    def post() -> httpx.Response:
+        with node.running.http() as http:
+            return http.post("/_inference/sparse_embedding/sparse", json={"input": text})
+
+    return pool.submit(post)
+
+
+def test_the_model_runs_the_next_batch_while_the_last_one_is_finished(node: Node, client: httpx.Client) -> None:
+    assert client.put("/_inference/sparse_embedding/sparse", json=ELSER_BODY).status_code == 200
+    node.recorder.finish_delay = 0.5
+    with ThreadPoolExecutor(2) as pool:
+        first = post_in_background(node, pool, "first")
+        wait_for(lambda: "ran first" in node.recorder.steps)
+        second = post_in_background(node, pool, "second")
+        assert first.result().json()["sparse_embedding"][0]["embedding"] == {"first": 1.0}
+        assert second.result().json()["sparse_embedding"][0]["embedding"] == {"second": 1.0}
+    # The second batch ran while the first one's results were being built, not after.
+    assert node.recorder.steps == ["ran first", "ran second", "finished first", "finished second"]
+
+
+def test_a_batch_that_fails_while_finished_answers_every_caller(node: Node, client: httpx.Client) -> None:
+    assert client.put("/_inference/sparse_embedding/sparse", json=ELSER_BODY).status_code == 200
+    response = client.post("/_inference/sparse_embedding/sparse", json={"input": ["fine", "fizzle"]})
+    error = assert_es_error(response, 500, "status_exception")
+    assert error["reason"] == f"model [{ELSER}] failed: the fake model's results fizzled"
+    response = client.post("/_inference/sparse_embedding/sparse", json={"input": "fine"})
+    assert response.json()["sparse_embedding"][0]["embedding"] == {"fine": 1.0}
+
+
+def test_stopping_a_deployment_answers_the_batches_still_being_finished(node: Node, client: httpx.Client) -> None:
+    assert client.put("/_inference/sparse_embedding/sparse", json=ELSER_BODY).status_code == 200
+    node.recorder.finish_delay = 0.5
+    with ThreadPoolExecutor(1) as pool:
+        pending = post_in_background(node, pool, "pending")
+        wait_for(lambda: "ran pending" in node.recorder.steps)
+        assert client.delete("/_inference/sparse").status_code == 200
+        assert node.recorder.closes == [ELSER]  # the model is gone only once its last results were built
+        response = pending.result()
+    assert response.status_code == 200, response.text
+    assert response.json()["sparse_embedding"][0]["embedding"] == {"pending": 1.0}
 
 
 def test_rerank_sorts_limits_and_returns_documents(client: httpx.Client) -> None:

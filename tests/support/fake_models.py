@@ -37,6 +37,8 @@ class Recorder:
     closes: list[str] = field(default_factory=list)
     delay: float = 0.0  # seconds per batch
     word_delay: float = 0.0  # seconds per generated word
+    finish_delay: float = 0.0  # seconds to build a sparse batch's results, after the model ran
+    steps: list[str] = field(default_factory=list)  # "ran <first text>", "finished <first text>"
     words_generated: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -45,6 +47,10 @@ class Recorder:
             self.batches.append((model_id, size))
         if self.delay:
             time.sleep(self.delay)
+
+    def step(self, what: str) -> None:
+        with self.lock:
+            self.steps.append(what)
 
 
 def vector(text: str, dims: int = 8) -> list[float]:
@@ -74,13 +80,25 @@ class FakeRuntime:
         return np.array([vector(prefix + t) for t in texts], dtype=np.float32)
 
     def sparse(self, texts: Sequence[str]) -> list[SparseVector]:
+        return self.sparse_in_steps(texts)()
+
+    def sparse_in_steps(self, texts: Sequence[str]) -> Callable[[], list[SparseVector]]:
         self.recorder.batch(self.spec.model_id, len(texts))
         self._check(texts)
-        out = []
-        for text in texts:
-            words = WORD.findall(text.lower())
-            out.append(SparseVector({w: float(words.count(w)) for w in dict.fromkeys(words)}, len(words) > 20))
-        return out
+        self.recorder.step(f"ran {texts[0]}")
+
+        def vectors() -> list[SparseVector]:
+            time.sleep(self.recorder.finish_delay)
+            self.recorder.step(f"finished {texts[0]}")
+            if any("fizzle" in t for t in texts):
+                raise RuntimeError("the fake model's results fizzled")
+            out = []
+            for text in texts:
+                words = WORD.findall(text.lower())
+                out.append(SparseVector({w: float(words.count(w)) for w in dict.fromkeys(words)}, len(words) > 20))
+            return out
+
+        return vectors
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         self.recorder.batch(self.spec.model_id, len(documents))

@@ -23,8 +23,23 @@ from typing import Any
 
 from inferd.core.errors import Overloaded
 
-# Runs a batch on a loaded model: the items of several requests, flattened; one result per item.
-RunFn = Callable[[Any, list[Any]], list[Any]]
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """A batch the model has run, whose results are still to be built from the model's outputs.
+
+    Turning arrays into the Python lists and dicts of a response (SPLADE's {token: weight} maps,
+    float lists) is a tenth of a batch's time and holds the GIL. An allocation hands that step to
+    its finisher thread and its model thread takes the next batch at once, so the model's own
+    threads never wait for it (Infinity pipelines its post-processing the same way).
+    """
+
+    finish: Callable[[], list[Any]]
+
+
+# Runs a batch on a loaded model: the items of several requests, flattened; one result per item,
+# or the step that will build them.
+RunFn = Callable[[Any, list[Any]], "list[Any] | Unfinished"]
 
 
 @dataclass(eq=False)

@@ -1,7 +1,8 @@
 """A deployment: one model served by `num_allocations` allocations of `num_threads` threads each.
 
-Each allocation holds its own loaded runtime and one worker thread; all allocations pull batches
-from the deployment's shared queue. With adaptive allocations the count follows the queue: up
+Each allocation holds its own loaded runtime, the one thread that runs it and a finisher thread
+that builds results while the model runs the next batch; all allocations pull batches from the
+deployment's shared queue. With adaptive allocations the count follows the queue: up
 when requests wait, down after an idle period, to zero (the model unloaded) and back up on the
 next request. Threads come from the machine-wide budget, so deployments never oversubscribe the
 cores.
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from inferd.core.errors import EngineError, InferdError, StatusError
-from inferd.engine.batcher import BatchLimits, RunFn, Work, WorkQueue, deliver, fail
+from inferd.engine.batcher import BatchLimits, RunFn, Unfinished, Work, WorkQueue, deliver, fail
 from inferd.engine.budget import ThreadBudget
 from inferd.engine.catalog import ModelSpec
 from inferd.engine.runtimes.base import ModelRuntime, RuntimeLoader
@@ -48,16 +49,23 @@ class AllocationPlan:
 
 
 class Allocation:
-    """One loaded copy of the model and the one thread that runs it.
+    """One loaded copy of the model, the thread that runs it, and the thread that finishes its batches.
 
-    The thread loads the model, then takes batches from the deployment's queue until told to stop,
-    finishing the batch in hand; results go back to the event loop, which owns the futures.
+    The model thread loads the model, then takes batches from the deployment's queue until told to
+    stop, finishing the batch in hand. A batch that comes back `Unfinished` goes to the finisher
+    thread, which builds the results while the model runs the next batch; at most
+    `FINISH_AHEAD` batches wait for it. Results go back to the event loop, which owns the futures.
     """
+
+    FINISH_AHEAD = 2
 
     def __init__(self, deployment: Deployment, index: int) -> None:
         self.deployment = deployment
         self.index = index
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{deployment.deployment_id}-{index}")
+        name = f"{deployment.deployment_id}-{index}"
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-finish")
+        self._finish_slots = threading.BoundedSemaphore(self.FINISH_AHEAD)
         self.runtime: ModelRuntime | None = None
         self.stopping = threading.Event()
         self.worker: asyncio.Future[None] | None = None
@@ -73,7 +81,7 @@ class Allocation:
         self.worker = loop.run_in_executor(self.executor, self._serve, loop)
 
     def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The allocation's thread: batch after batch, without a round trip through the event loop."""
+        """The model thread: batch after batch, without a round trip through the event loop."""
         queue = self.deployment.queue
         # The wait wakes up now and then to see whether the event loop is gone: a deployment never
         # stopped (a crash) must not keep the interpreter from exiting, which joins executor threads.
@@ -82,20 +90,35 @@ class Allocation:
             if batch is None:
                 continue
             self.busy = True
-            items = [item for work in batch for item in work.items]
             try:
-                results = batch[0].run(self.runtime, items)
-            except Exception as exc:
-                answer: tuple[Any, ...] = (self._failed, batch, exc)
-            else:
-                answer = (deliver, batch, results)
+                outcome = self._run(batch)
             finally:
                 self.busy = False
                 self.deployment.touched = time.monotonic()
-            try:
-                loop.call_soon_threadsafe(*answer)
-            except RuntimeError:
+            if isinstance(outcome, Unfinished):
+                self._finish_slots.acquire()
+                self.finisher.submit(self._finish, loop, batch, outcome)
+            elif not _answer(loop, outcome):
                 return  # the event loop is closed: nobody is left to answer
+
+    def _run(self, batch: list[Work]) -> tuple[Any, ...] | Unfinished:
+        items = [item for work in batch for item in work.items]
+        try:
+            results = batch[0].run(self.runtime, items)
+        except Exception as exc:
+            return (self._failed, batch, exc)
+        return results if isinstance(results, Unfinished) else (deliver, batch, results)
+
+    def _finish(self, loop: asyncio.AbstractEventLoop, batch: list[Work], unfinished: Unfinished) -> None:
+        """The finisher thread: build a batch's results and send them to the event loop."""
+        try:
+            try:
+                answer: tuple[Any, ...] = (deliver, batch, unfinished.finish())
+            except Exception as exc:
+                answer = (self._failed, batch, exc)
+            _answer(loop, answer)
+        finally:
+            self._finish_slots.release()
 
     def _failed(self, batch: list[Work], exc: Exception) -> None:
         if isinstance(exc, InferdError):
@@ -111,10 +134,27 @@ class Allocation:
         self.deployment.queue.wake_all()
         if self.worker is not None:
             await self.worker
+        loop = asyncio.get_running_loop()
+        # Batches the model has run are finished and answered before the model goes.
+        await loop.run_in_executor(self.executor, self.finisher.shutdown)
         runtime, self.runtime = self.runtime, None
         if runtime is not None:
-            await asyncio.get_running_loop().run_in_executor(self.executor, runtime.close)
+            await loop.run_in_executor(self.executor, runtime.close)
         self.executor.shutdown(wait=False)
+
+    def discard(self) -> None:
+        """Let go of the threads of an allocation whose model never loaded."""
+        self.executor.shutdown(wait=False)
+        self.finisher.shutdown(wait=False)
+
+
+def _answer(loop: asyncio.AbstractEventLoop, answer: tuple[Any, ...]) -> bool:
+    """Run `answer` (a callable and its arguments) on the event loop; False if the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(*answer)
+    except RuntimeError:
+        return False
+    return True
 
 
 class Deployment:
@@ -189,7 +229,7 @@ class Deployment:
                     await allocation.load()
                 except BaseException:
                     self.budget.give(self.plan.num_threads)
-                    allocation.executor.shutdown(wait=False)
+                    allocation.discard()
                     raise
                 allocation.start()
                 self.allocations.append(allocation)

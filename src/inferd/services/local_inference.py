@@ -24,6 +24,7 @@ from inferd.core.results import (
     TextEmbeddingResult,
 )
 from inferd.core.tasks import InputType
+from inferd.engine.batcher import Unfinished
 from inferd.engine.catalog import ModelSpec
 from inferd.engine.deployment import AllocationPlan, Deployment
 from inferd.engine.engine import Engine
@@ -68,14 +69,16 @@ def deployment_id_of_config(config: EndpointConfig) -> str:
 
 
 def _embed(input_type: InputType | None) -> Any:
-    def run(runtime: EmbeddingRuntime, texts: list[str]) -> list[list[float]]:
-        return [row.tolist() for row in runtime.embed(texts, input_type)]
+    def run(runtime: EmbeddingRuntime, texts: list[str]) -> Unfinished:
+        vectors = runtime.embed(texts, input_type)
+        return Unfinished(vectors.tolist)  # float lists are built on the finisher thread
 
     return run
 
 
-def _sparse(runtime: SparseRuntime, texts: list[str]) -> list[SparseEmbedding]:
-    return [SparseEmbedding(v.weights, v.is_truncated) for v in runtime.sparse(texts)]
+def _sparse(runtime: SparseRuntime, texts: list[str]) -> Unfinished:
+    vectors = runtime.sparse_in_steps(texts)
+    return Unfinished(lambda: [SparseEmbedding(v.weights, v.is_truncated) for v in vectors()])
 
 
 def _rerank(runtime: RerankRuntime, items: list[tuple[str, list[str]]]) -> list[list[float]]:

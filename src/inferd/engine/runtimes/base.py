@@ -45,6 +45,12 @@ class SparseRuntime(ModelRuntime, Protocol):
     def sparse(self, texts: Sequence[str]) -> list[SparseVector]:
         """ELSER-shaped {token: weight} per text, special tokens dropped."""
 
+    def sparse_in_steps(self, texts: Sequence[str]) -> Callable[[], list[SparseVector]]:
+        """`sparse` in two steps: runs the model now, and returns the step that builds the vectors.
+
+        The engine runs that second step on another thread while the model takes its next batch.
+        """
+
 
 class RerankRuntime(ModelRuntime, Protocol):
     def score(self, query: str, documents: Sequence[str]) -> list[float]:

@@ -14,7 +14,7 @@ GPUs). SPLADE's chunks are bounded because its (tokens x 30,522) logits dominate
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,16 +253,26 @@ class OnnxSparseRuntime:
         self.dropped_ids = np.array(sorted(i for i in special if i is not None), dtype=np.int64)
 
     def sparse(self, texts: Sequence[str]) -> list[SparseVector]:
+        return self.sparse_in_steps(texts)()
+
+    def sparse_in_steps(self, texts: Sequence[str]) -> Callable[[], list[SparseVector]]:
         encodings = self.encoder.encode(texts)
-        results: list[SparseVector | None] = [None] * len(texts)
+        outputs = []
         for chunk in padding_aware_chunks(_lengths(encodings), SPARSE_COST):
             weights, _ = self.encoder.run([encodings[i] for i in chunk])
             if weights.ndim != 2:
                 model_id, shape = self.encoder.model_id, weights.shape
                 raise EngineError(f"model [{model_id}] must output (batch, vocabulary) weights, not shape {shape}")
-            for i, tokens in zip(chunk, token_weights(weights, self.vocabulary, self.dropped_ids), strict=True):
-                results[i] = SparseVector(tokens, is_truncated=bool(encodings[i].overflowing))
-        return [r for r in results if r is not None]
+            outputs.append((chunk, weights))
+
+        def vectors() -> list[SparseVector]:
+            results: list[SparseVector | None] = [None] * len(texts)
+            for chunk, weights in outputs:
+                for i, tokens in zip(chunk, token_weights(weights, self.vocabulary, self.dropped_ids), strict=True):
+                    results[i] = SparseVector(tokens, is_truncated=bool(encodings[i].overflowing))
+            return [r for r in results if r is not None]
+
+        return vectors
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.encoder.count_tokens(texts)
