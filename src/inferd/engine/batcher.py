@@ -1,6 +1,6 @@
 """Token-budget dynamic batching across concurrent requests (TEI-style).
 
-Requests wait in one bounded queue per deployment. The worker thread of each allocation takes the
+Requests wait in one bounded queue per deployment. The model thread of each allocation takes the
 oldest request and adds the following compatible ones (same kind, e.g. embeddings with the same
 input type) while the batch stays within the token budget and the item cap. Every request owns an
 asyncio future that is always resolved: with its own slice of the batch result, or with the error
