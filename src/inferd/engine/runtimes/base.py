@@ -38,7 +38,7 @@ class EmbeddingRuntime(ModelRuntime, Protocol):
     dims: int
 
     def embed(self, texts: Sequence[str], input_type: InputType | None) -> npt.NDArray[np.float32]:
-        """One L2-normalised row per text."""
+        """One L2-normalised row per text, in a new array (the engine reads it on another thread)."""
 
 
 class SparseRuntime(ModelRuntime, Protocol):
