@@ -17,13 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
+from inferd.engine.catalog import ELSER_V2, platform_default
 from inferd.engine.engine import Engine
 from tests.conftest import assert_es_error
 from tests.support.fake_models import Recorder, fake_engine, vector
 from tests.support.servers import RunningServer, ThreadedServer
 
 E5 = ".multilingual-e5-small"
-ELSER = ".elser_model_2_linux-x86_64"
+ELSER = platform_default(ELSER_V2)  # what the elser service deploys by default here
 
 
 def es_body(model_id: str = E5, **settings: Any) -> dict[str, Any]:
@@ -247,21 +248,29 @@ def test_the_seed_endpoint_returns_sparse_embeddings(client: httpx.Client) -> No
 ELSER_BODY = {"service": "elser", "service_settings": {"num_allocations": 1, "num_threads": 1}}
 
 
-def post_in_background(node: Node, pool: ThreadPoolExecutor, text: str) -> Future[httpx.Response]:
+def sparse_endpoint(node: Node, client: httpx.Client, finish_delay: float = 0.0) -> None:
+    """The `sparse` endpoint on the fake ELSER, whose batches take `finish_delay` s to finish after the model ran."""
+    assert client.put("/_inference/sparse_embedding/sparse", json=ELSER_BODY).status_code == 200
+    node.recorder.finish_delay = finish_delay
+
+
+def post_until_ran(node: Node, pool: ThreadPoolExecutor, text: str) -> Future[httpx.Response]:
+    """POST `text` to `sparse` from `pool`; return once the model has run it."""
+
     def post() -> httpx.Response:
         with node.running.http() as http:
             return http.post("/_inference/sparse_embedding/sparse", json={"input": text})
 
-    return pool.submit(post)
+    future = pool.submit(post)
+    wait_for(lambda: f"ran {text}" in node.recorder.steps)
+    return future
 
 
 def test_the_model_runs_the_next_batch_while_the_last_one_is_finished(node: Node, client: httpx.Client) -> None:
-    assert client.put("/_inference/sparse_embedding/sparse", json=ELSER_BODY).status_code == 200
-    node.recorder.finish_delay = 0.5
+    sparse_endpoint(node, client, finish_delay=0.5)
     with ThreadPoolExecutor(2) as pool:
-        first = post_in_background(node, pool, "first")
-        wait_for(lambda: "ran first" in node.recorder.steps)
-        second = post_in_background(node, pool, "second")
+        first = post_until_ran(node, pool, "first")
+        second = post_until_ran(node, pool, "second")
         assert first.result().json()["sparse_embedding"][0]["embedding"] == {"first": 1.0}
         assert second.result().json()["sparse_embedding"][0]["embedding"] == {"second": 1.0}
     # The second batch ran while the first one's results were being built, not after.
@@ -269,7 +278,7 @@ def test_the_model_runs_the_next_batch_while_the_last_one_is_finished(node: Node
 
 
 def test_a_batch_that_fails_while_finished_answers_every_caller(node: Node, client: httpx.Client) -> None:
-    assert client.put("/_inference/sparse_embedding/sparse", json=ELSER_BODY).status_code == 200
+    sparse_endpoint(node, client)
     response = client.post("/_inference/sparse_embedding/sparse", json={"input": ["fine", "fizzle"]})
     error = assert_es_error(response, 500, "status_exception")
     assert error["reason"] == f"model [{ELSER}] failed: the fake model's results fizzled"
@@ -278,13 +287,12 @@ def test_a_batch_that_fails_while_finished_answers_every_caller(node: Node, clie
 
 
 def test_stopping_a_deployment_answers_the_batches_still_being_finished(node: Node, client: httpx.Client) -> None:
-    assert client.put("/_inference/sparse_embedding/sparse", json=ELSER_BODY).status_code == 200
-    node.recorder.finish_delay = 0.5
+    sparse_endpoint(node, client, finish_delay=0.5)
     with ThreadPoolExecutor(1) as pool:
-        pending = post_in_background(node, pool, "pending")
-        wait_for(lambda: "ran pending" in node.recorder.steps)
+        pending = post_until_ran(node, pool, "pending")
         assert client.delete("/_inference/sparse").status_code == 200
-        assert node.recorder.closes == [ELSER]  # the model is gone only once its last results were built
+        # DELETE returned once the last results were built, and only then was the model closed.
+        assert node.recorder.steps == ["ran pending", "finished pending", f"closed {ELSER}"]
         response = pending.result()
     assert response.status_code == 200, response.text
     assert response.json()["sparse_embedding"][0]["embedding"] == {"pending": 1.0}

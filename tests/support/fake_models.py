@@ -38,7 +38,7 @@ class Recorder:
     delay: float = 0.0  # seconds per batch
     word_delay: float = 0.0  # seconds per generated word
     finish_delay: float = 0.0  # seconds to build a sparse batch's results, after the model ran
-    steps: list[str] = field(default_factory=list)  # "ran <first text>", "finished <first text>"
+    steps: list[str] = field(default_factory=list)  # "ran <first text>", "finished <first text>", "closed <model>"
     words_generated: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -133,6 +133,7 @@ class FakeRuntime:
 
     def close(self) -> None:
         self.recorder.closes.append(self.spec.model_id)
+        self.recorder.step(f"closed {self.spec.model_id}")
 
 
 class FakeDelivery:
