@@ -85,11 +85,12 @@ class FakeRuntime:
     def sparse_in_steps(self, texts: Sequence[str]) -> Callable[[], list[SparseVector]]:
         self.recorder.batch(self.spec.model_id, len(texts))
         self._check(texts)
-        self.recorder.step(f"ran {texts[0]}")
+        first = texts[0] if texts else ""
+        self.recorder.step(f"ran {first}")
 
         def vectors() -> list[SparseVector]:
             time.sleep(self.recorder.finish_delay)
-            self.recorder.step(f"finished {texts[0]}")
+            self.recorder.step(f"finished {first}")
             if any("fizzle" in t for t in texts):
                 raise RuntimeError("the fake model's results fizzled")
             out = []
