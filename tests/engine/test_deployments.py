@@ -25,6 +25,7 @@ from tests.support.servers import RunningServer, ThreadedServer
 
 E5 = ".multilingual-e5-small"
 ELSER = platform_default(ELSER_V2)  # what the elser service deploys by default here
+ELSER_BODY = {"service": "elser", "service_settings": {"num_allocations": 1, "num_threads": 1}}
 
 
 def es_body(model_id: str = E5, **settings: Any) -> dict[str, Any]:
@@ -239,13 +240,9 @@ def test_default_endpoints_deploy_on_first_use(node: Node, client: httpx.Client)
 
 
 def test_the_seed_endpoint_returns_sparse_embeddings(client: httpx.Client) -> None:
-    body = {"service": "elser", "service_settings": {"num_allocations": 1, "num_threads": 1}}
-    assert client.put("/_inference/sparse_embedding/my-elser-model", json=body).status_code == 200
+    assert client.put("/_inference/sparse_embedding/my-elser-model", json=ELSER_BODY).status_code == 200
     response = client.post("/_inference/sparse_embedding/my-elser-model", json={"input": ["a b a"]})
     assert response.json()["sparse_embedding"][0]["embedding"] == {"a": 2.0, "b": 1.0}
-
-
-ELSER_BODY = {"service": "elser", "service_settings": {"num_allocations": 1, "num_threads": 1}}
 
 
 def sparse_endpoint(node: Node, client: httpx.Client, finish_delay: float = 0.0) -> None:
