@@ -271,10 +271,14 @@ def start_server(data: Path, repository: Path | None) -> tuple[subprocess.Popen[
     raise RuntimeError("inferd did not start")
 
 
-def create_endpoint(url: str, inference_id: str, model_id: str, task: str, threads: int) -> None:
+def create_endpoint(url: str, inference_id: str, model_id: str, task: str, threads: int, allocations: int) -> None:
     body = {
         "service": "elasticsearch",
-        "service_settings": {"model_id": model_id, "num_allocations": 1, "num_threads": threads},
+        "service_settings": {
+            "model_id": model_id,
+            "num_allocations": allocations,
+            "num_threads": threads // allocations,
+        },
     }
     created = httpx.put(f"{url}/_inference/{task}/{inference_id}?timeout=600s", json=body, auth=AUTH, timeout=600)
     if created.status_code != 200:
@@ -288,6 +292,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20, help="served load per model, and raw time per model")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--allocations",
+        type=int,
+        default=1,
+        help="serve with this many allocations sharing --threads (raw always runs one runtime on all of them)",
+    )
     parser.add_argument("--rounds", type=int, default=4, help="raw and served readings alternate this many times")
     parser.add_argument("--repository", type=Path)
     parser.add_argument(
@@ -300,6 +310,8 @@ def main() -> None:
         "--python-client", action="store_true", help="measure throughput with the httpx client even if wrk is there"
     )
     args = parser.parse_args()
+    if args.allocations < 1 or args.threads % args.allocations:
+        parser.error("--allocations must divide --threads")
     use_wrk = bool(shutil.which("wrk")) and not args.python_client
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -312,7 +324,7 @@ def main() -> None:
             raw = RawModel(model_id, task, settings, args.threads)
             proc, url = start_server(data, args.repository)
             try:
-                create_endpoint(url, inference_id, model_id, task, args.threads)
+                create_endpoint(url, inference_id, model_id, task, args.threads, args.allocations)
                 # Raw and served readings alternate, so both see the same spells of a shared machine's noise.
                 rates, done, loop_cpu = [], 0, 0.0
                 seconds = args.seconds / args.rounds
@@ -340,8 +352,8 @@ def main() -> None:
             curves.append((label, {size: statistics.median(r) for size, r in raw.rates.items()}))
         client = "wrk" if use_wrk else "httpx"
         print(
-            f"threads={args.threads} clients={CLIENTS} ({client}) seconds={args.seconds} rounds={args.rounds} "
-            f"cpus={os.cpu_count()}"
+            f"threads={args.threads} allocations={args.allocations} clients={CLIENTS} ({client}) "
+            f"seconds={args.seconds} rounds={args.rounds} cpus={os.cpu_count()}"
         )
         print(
             "| model | raw texts/s (best batch) | served texts/s | served/raw | p50 ms | p99 ms "

@@ -35,13 +35,14 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 TASKS = ("text_embedding", "sparse_embedding", "rerank")
-OPSET = 18  # ScatterND with max reduction (SPLADE pooling) is opset 18
+OPSET = 18
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 # A conversion's name is part of what a model folder records as its source (engine/fetch.py), so a
 # conversion that changes takes a new name and the folders made by the older one are made again.
 # v2: SPLADE pooled after the max and its head on real tokens only (twice the throughput).
-SPLADE_INT8 = "splade_onnx_int8_v2"
+# v3: the same without a scatter, which lost maxima with two or more threads (`SpladeOverRealTokens`).
+SPLADE_INT8 = "splade_onnx_int8_v3"
 MIN_EXPORT_COSINE = 0.999  # ONNX fp32 against torch: the same arithmetic, so anything lower is a broken export
 MIN_INT8_COSINE = 0.99  # int8 against fp32 (models.md §6: check any quantized model before using it)
 LOGIT_TOLERANCE = 1e-3
@@ -204,8 +205,9 @@ def _onnx_in(source: Path) -> Path | None:
 def _wrap(model: Any, task: str, sample: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, list[str]]:
     """The module to export, in eval mode, and its input names (token_type_ids only if the model takes them).
 
-    For SPLADE the head runs on real tokens only (`PackedSplade`) where the model's parts allow it
-    and give the textbook formula's numbers on `sample`; otherwise it pools the whole model's logits.
+    For SPLADE padding is left out before the head (`SpladeOverRealTokens`) where the model's parts
+    allow it and give the textbook formula's numbers on `sample`; otherwise the whole model's logits
+    are pooled with a mask.
     """
     import inspect
 
@@ -214,7 +216,7 @@ def _wrap(model: Any, task: str, sample: dict[str, torch.Tensor]) -> tuple[torch
     names = ["input_ids", "attention_mask"]
     if "token_type_ids" in inspect.signature(model.forward).parameters:
         names.append("token_type_ids")
-    packed = _packed_splade(model, {n: sample[n] for n in names}) if task == "sparse_embedding" else None
+    splade = _splade_over_real_tokens(model, {n: sample[n] for n in names}) if task == "sparse_embedding" else None
 
     class Wrapper(torch.nn.Module):
         """Keyword calls into the model, and the task's output (SPLADE pooling inside the graph)."""
@@ -227,8 +229,8 @@ def _wrap(model: Any, task: str, sample: dict[str, torch.Tensor]) -> tuple[torch
             kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
             if token_type_ids is not None:
                 kwargs["token_type_ids"] = token_type_ids
-            if packed is not None:
-                return packed(kwargs)
+            if splade is not None:
+                return splade(kwargs)
             out = self.model(**kwargs)
             if task == "text_embedding":
                 return out.last_hidden_state
@@ -245,8 +247,9 @@ def _wrap(model: Any, task: str, sample: dict[str, torch.Tensor]) -> tuple[torch
 # decrease, so that is log1p(relu(max over tokens of logits)): the same numbers, with the two
 # elementwise functions on (batch, vocabulary) rather than on (batch, tokens, vocabulary). On
 # SPLADE-tiny, whose MLM head is 90 % of the compute, onnxruntime spent more time in those passes
-# (and in the mask's) than in the head itself; pooling this way (with `PackedSplade`) doubled its
-# throughput (docs/performance.md).
+# (and in the mask's) than in the head itself; pooling after the max, and leaving padding out
+# without a mask over the vocabulary (`SpladeOverRealTokens`), doubled its throughput
+# (docs/performance.md).
 
 
 def splade_from_logits(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -267,20 +270,19 @@ def splade_reference(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tenso
     return weights.max(dim=1).values
 
 
-def _packed_splade(model: Any, sample: dict[str, torch.Tensor]) -> PackedSplade | None:
+def _splade_over_real_tokens(model: Any, sample: dict[str, torch.Tensor]) -> SpladeOverRealTokens | None:
     import torch
 
     parts = _mlm_parts(model)
     if parts is None:
         return None
-    packed = PackedSplade(*parts)
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # index_reduce is "in beta"; the numbers are checked here
+    splade = SpladeOverRealTokens(*parts)
+    with torch.inference_mode():
         try:
-            same = torch.allclose(packed(sample), splade_reference(model, sample), rtol=1e-4, atol=1e-5)
-        except Exception:  # a head that does not take packed tokens: the whole-logits way serves it
+            same = torch.allclose(splade(sample), splade_reference(model, sample), rtol=1e-4, atol=1e-5)
+        except Exception:  # a head that does not take the encoder's output: the whole-logits way serves it
             return None
-    return packed if same else None
+    return splade if same else None
 
 
 def _mlm_parts(model: Any) -> tuple[Any, Any] | None:
@@ -293,14 +295,20 @@ def _mlm_parts(model: Any) -> tuple[Any, Any] | None:
     return base, head
 
 
-class PackedSplade:
-    """SPLADE with the MLM head run on the real tokens only, packed into one row.
+class SpladeOverRealTokens:
+    """SPLADE with padding left out before the MLM head rather than masked after it.
 
-    The head (a vocabulary-wide projection) costs as much per padding position as per token; here
-    the encoder's outputs at real positions are gathered, the head runs on them, and each text's
-    maximum is taken by a scatter with max reduction into its row (ONNX ScatterND, opset 18).
-    Exported through `torch.Tensor.index_reduce`, for which the TorchScript exporter has no
-    translation: `register_index_reduce_symbolic` gives it one, for this use only (amax, self kept).
+    Each padding position's encoder output is replaced by the text's first token's (a real token:
+    inputs are padded on the right), so the max over positions is the max over real tokens and the
+    head's (batch, tokens, vocabulary) logits need no mask: the only pass over them is the max.
+    A text with no tokens at all gets no weights. Padding still costs head compute, which the
+    runtime keeps small by grouping texts of similar length (`padding_aware_chunks`).
+
+    An earlier export ran the head on the real tokens packed into one row and took each text's max
+    with a ScatterND max-reduction: onnxruntime's CPU kernel splits a scatter's updates across its
+    threads with no locking, so with two or more threads a text's maximum was sometimes lost (wrong
+    weights, and a conversion check that failed now and then). Every operator here is
+    deterministic for any thread count, and it is faster at the padding the runtime leaves.
     """
 
     def __init__(self, base: Any, head: Any) -> None:
@@ -309,33 +317,12 @@ class PackedSplade:
     def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         import torch
 
+        mask = inputs["attention_mask"]
         hidden = self.base(**inputs).last_hidden_state
-        batch, length, width = hidden.shape
-        positions = torch.nonzero(inputs["attention_mask"].reshape(-1)).squeeze(1)
-        # 3-D so that the head's projection stays a MatMul, which int8 quantization covers.
-        tokens = hidden.reshape(1, batch * length, width).index_select(1, positions)
-        logits = self.head(tokens)
-        logits = logits.reshape(-1, logits.shape[-1])
-        rows = torch.div(positions, length, rounding_mode="floor")
-        pooled = logits.new_full((batch, logits.shape[-1]), float("-inf"))
-        pooled = pooled.index_reduce(0, rows, logits, "amax", include_self=True)
-        return torch.log1p(torch.relu(pooled))
-
-
-def register_index_reduce_symbolic() -> None:
-    """`index_reduce(0, rows, values, "amax", include_self=True)` as ONNX ScatterND with max reduction."""
-    import torch
-    from torch.onnx import symbolic_helper
-
-    @symbolic_helper.parse_args("v", "i", "v", "v", "s", "b")
-    def index_reduce(g: Any, data: Any, dim: int, index: Any, source: Any, reduce: str, include_self: bool) -> Any:
-        if dim != 0 or reduce != "amax" or not include_self:
-            raise ConversionError(f"index_reduce({dim}, {reduce}, include_self={include_self}) has no ONNX form here")
-        axes = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
-        return g.op("ScatterND", data, g.op("Unsqueeze", index, axes), source, reduction_s="max")
-
-    # Public in torch.onnx, though left out of its __all__ (the TorchScript exporter's API).
-    torch.onnx.register_custom_op_symbolic("aten::index_reduce", index_reduce, OPSET)  # type: ignore[attr-defined]
+        hidden = torch.where(mask.unsqueeze(-1).to(torch.bool), hidden, hidden[:, :1, :])
+        pooled = self.head(hidden).amax(dim=1)
+        has_tokens = mask.amax(dim=1, keepdim=True).to(pooled.dtype)
+        return torch.log1p(torch.relu(pooled)) * has_tokens
 
 
 def _load_torch_model(source: Path, task: str) -> Any:
@@ -364,7 +351,6 @@ def export_torch(model: Any, task: str, feed: dict[str, npt.NDArray[np.int64]], 
     output_name = {"text_embedding": "last_hidden_state", "sparse_embedding": "sparse", "rerank": "logits"}[task]
     axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in names}
     axes[output_name] = {0: "batch", 1: "sequence"} if task == "text_embedding" else {0: "batch"}
-    register_index_reduce_symbolic()
     # The TorchScript exporter warns about tracing and its own deprecation; the result is checked
     # numerically right after, which says more than those warnings.
     with warnings.catch_warnings():
