@@ -41,7 +41,7 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
-_READ_HEADERS = (b"accept", b"content-type", b"authorization")
+_READ_HEADERS = (b"accept", b"content-type", b"authorization", b"x-opaque-id")
 
 
 def _read_headers(scope: Scope) -> dict[bytes, str]:
@@ -76,7 +76,8 @@ class EsHttpMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        opaque_id = next((v for k, v in scope["headers"] if k == b"x-opaque-id"), None)
+        headers = _read_headers(scope)
+        opaque_id = headers.get(b"x-opaque-id")
 
         warnings = start_collecting()
         started = False
@@ -85,14 +86,14 @@ class EsHttpMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = list(message.get("headers", []))
+                response_headers = list(message.get("headers", []))
                 # ES leaves the product header off authentication and authorization failures.
                 if message["status"] not in (401, 403):
-                    headers.append(PRODUCT_HEADER)
+                    response_headers.append(PRODUCT_HEADER)
                 if opaque_id is not None:
-                    headers.append((b"x-opaque-id", opaque_id))
-                headers.extend((b"warning", warning_header(w)) for w in warnings)
-                message = {**message, "headers": headers}
+                    response_headers.append((b"x-opaque-id", opaque_id.encode("latin-1")))
+                response_headers.extend((b"warning", warning_header(w)) for w in warnings)
+                message = {**message, "headers": response_headers}
             await send(message)
 
         request = Request(scope)
@@ -101,10 +102,9 @@ class EsHttpMiddleware:
             path=scope["path"],
             address=_client_address(scope),
             request_id=next(self._request_ids),
-            opaque_id=opaque_id.decode("latin-1") if opaque_id else None,
+            opaque_id=opaque_id or None,
         )
         scope[REQUEST_INFO] = info
-        headers = _read_headers(scope)
         try:
             rewrite_scope_path(scope)
             scope[PRINCIPAL] = await self._authenticate(request, info, headers.get(b"authorization"))
