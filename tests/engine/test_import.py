@@ -8,6 +8,7 @@ their outputs compared with torch's. Nothing is downloaded.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from inferd.cli import main
 from inferd.core.errors import EngineError
 from inferd.core.tasks import TaskType
 from inferd.engine.catalog import ModelSpec, Runtime
+from inferd.engine.convert import OPSET
 from inferd.engine.fetch import ModelDelivery
 from inferd.engine.runtimes import load_runtime
 from inferd.engine.runtimes.onnx import OnnxCrossEncoderRuntime, OnnxEmbeddingRuntime, OnnxSparseRuntime
@@ -296,6 +298,7 @@ def test_a_folder_with_only_an_onnx_graph_is_copied(torch_models: dict[str, tupl
     spec, copied = served(data_dir, "from-onnx")
     _, exported = served(data_dir, "from-torch")
     assert spec.extra["source_format"] == "onnx" and spec.dims == 32
+    assert spec.extra["check"].endswith(f"; the same result in 8 calls with {max(2, os.cpu_count() or 1)} threads")
     try:
         np.testing.assert_allclose(copied.embed(DOCUMENTS, None), exported.embed(DOCUMENTS, None), atol=1e-6)
     finally:
@@ -387,6 +390,102 @@ def test_an_onnx_graph_with_the_wrong_output_for_the_task_is_refused(
     assert result.exit_code == 1
     assert "a sparse_embedding model needs SPLADE-pooled (batch, vocabulary) weights" in result.output
     assert_nothing_stored(data_dir, "as-sparse")
+
+
+def test_an_onnx_graph_whose_results_change_from_call_to_call_is_refused(
+    torch_models: dict[str, tuple[Path, Any]], data_dir: Path
+) -> None:
+    """A graph whose answer to the same input changes between calls (a racing scatter, a random
+    operator: here the latter, which changes every time) passes a one-off shape check but must
+    never be served."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder, _ = torch_models["text_embedding"]
+    table = np.random.default_rng(3).standard_normal((len(SPECIAL) + len(WORDS), 8)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["embedded"]),
+        helper.make_node("RandomUniformLike", ["embedded"], ["noise"], low=0.0, high=0.5),
+        helper.make_node("Add", ["embedded", "noise"], ["last_hidden_state"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "noisy-encoder",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "tokens", 8])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    noisy = data_dir.parent / "noisy"
+    noisy.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copyfile(folder / name, noisy / name)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(noisy / "model.onnx"))
+    result = run_import(data_dir, noisy, "noisy", "text_embedding")
+    assert result.exit_code == 1, result.output
+    assert "the ONNX graph gives different results for the same input from one call to the next with [" in result.output
+    assert "it may hold an operator that updates the same values from several threads at once, or a random" in (
+        result.output
+    )
+    assert_nothing_stored(data_dir, "noisy")
+
+
+def test_an_onnx_graph_that_takes_a_maximum_with_a_scatter_is_refused(
+    torch_models: dict[str, tuple[Path, Any]], data_dir: Path
+) -> None:
+    """SPLADE pooled with a ScatterND max-reduction: right on one thread, but onnxruntime applies the
+    updates from several threads without locking (this graph lost maxima in 20 of 99 calls of one
+    long text with two threads), too rarely for a few calls to show it; it is refused on sight."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder, _ = torch_models["sparse_embedding"]
+    vocabulary = len(SPECIAL) + len(WORDS)
+    table = np.abs(np.random.default_rng(5).standard_normal((vocabulary, vocabulary))).astype(np.float32)
+
+    def constant(name: str, value: Any) -> Any:
+        return numpy_helper.from_array(np.array(value, dtype=np.int64), name)
+
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["logits"]),  # (batch, tokens, vocabulary)
+        helper.make_node("Reshape", ["logits", "flat"], ["updates"]),  # (batch * tokens, vocabulary)
+        helper.make_node("Shape", ["input_ids"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"]),
+        helper.make_node("Range", ["zero", "batch", "one"], ["rows"]),
+        helper.make_node("Unsqueeze", ["rows", "one_axis"], ["row_column"]),
+        helper.make_node("Expand", ["row_column", "shape"], ["row_of_token"]),
+        helper.make_node("Reshape", ["row_of_token", "column"], ["indices"]),  # each token's text
+        helper.make_node("Unsqueeze", ["batch", "zero_axis"], ["batch_1d"]),
+        helper.make_node("Concat", ["batch_1d", "width"], ["out_shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["out_shape"], ["zeros"], value=numpy_helper.from_array(np.zeros(1, "f4"))),
+        helper.make_node("ScatterND", ["zeros", "indices", "updates"], ["weights"], reduction="max", name="pool"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "scatter-splade",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("weights", TensorProto.FLOAT, ["batch", vocabulary])],
+        [
+            numpy_helper.from_array(table, "table"),
+            constant("flat", [-1, vocabulary]),
+            constant("zero", 0),
+            constant("one", 1),
+            constant("one_axis", [1]),
+            constant("zero_axis", [0]),
+            constant("column", [-1, 1]),
+            constant("width", [vocabulary]),
+        ],
+    )
+    scatter = data_dir.parent / "scatter"
+    scatter.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copyfile(folder / name, scatter / name)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(scatter / "model.onnx"))
+    result = run_import(data_dir, scatter, "scatter", "sparse_embedding")
+    assert result.exit_code == 1, result.output
+    assert "the ONNX graph has ScatterND [pool] (reduction max): onnxruntime applies a reducing scatter's" in (
+        result.output
+    )
+    assert_nothing_stored(data_dir, "scatter")
 
 
 def test_a_folder_without_weights_is_refused(tmp_path: Path, data_dir: Path) -> None:

@@ -46,6 +46,11 @@ SPLADE_INT8 = "splade_onnx_int8_v3"
 MIN_EXPORT_COSINE = 0.999  # ONNX fp32 against torch: the same arithmetic, so anything lower is a broken export
 MIN_INT8_COSINE = 0.99  # int8 against fp32 (models.md §6: check any quantized model before using it)
 LOGIT_TOLERANCE = 1e-3
+# Repeated calls of a graph with several threads: onnxruntime's kernels split work the same way
+# each call, so a sound graph gives the same bits; the tolerance only leaves room for a kernel
+# that sums in a different order, far below the 1e-1..1 errors a racing update makes.
+REPEAT_CALLS = 8
+REPEAT_TOLERANCE = 1e-4
 CHECK_TEXTS = (
     "how to boil an egg",
     "Put the eggs in boiling water for eight minutes, then cool them in cold water.",
@@ -109,13 +114,18 @@ def _inputs(tokenizer_path: Path, max_length: int, task: str) -> dict[str, npt.N
     return padded_feed(tokenizer.encode_batch(batch), pad_id)
 
 
-def _run_onnx(path: Path, feed: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
+def _run_onnx(
+    path: Path, feed: dict[str, npt.NDArray[np.int64]], threads: int = 0, calls: int = 1
+) -> list[npt.NDArray[np.float32]]:
+    """The graph's first output for `feed`, `calls` times from one session (`threads` 0: onnxruntime's default)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
-    (output, *_) = session.run(None, {k: v for k, v in feed.items() if k in names})
-    return np.asarray(output, dtype=np.float32)
+    inputs = {k: v for k, v in feed.items() if k in names}
+    return [np.asarray(session.run(None, inputs)[0], dtype=np.float32) for _ in range(calls)]
 
 
 def compare(task: str, reference: npt.NDArray[np.float32], candidate: npt.NDArray[np.float32], **kw: Any) -> float:
@@ -395,6 +405,8 @@ def export_hf_folder(source: Path, target: Path, task: str, progress: Progress =
         shutil.copyfile(onnx_source, target / MODEL_FILE)
         output = _checked_run(target / MODEL_FILE, feed)
         check = _shape_check(task, output, feed)
+        progress("checking that the graph gives the same result call after call")
+        check = f"{check}; {determinism_check(target / MODEL_FILE, feed)}"
         dims = int(output.shape[-1]) if task == "text_embedding" else None
         return ExportResult(task, "onnx", length, dims, pooling, check)
     progress("loading the model with torch")
@@ -408,15 +420,84 @@ def export_hf_folder(source: Path, target: Path, task: str, progress: Progress =
     if failed:
         (target / MODEL_FILE).unlink(missing_ok=True)
         raise ConversionError(f"the exported graph does not match torch: {_describe(task, figure, 'torch')}")
+    progress("checking that the graph gives the same result call after call")
+    try:
+        repeated = determinism_check(target / MODEL_FILE, feed)
+    except ConversionError:
+        (target / MODEL_FILE).unlink(missing_ok=True)
+        raise
     dims = int(reference.shape[-1]) if task == "text_embedding" else None
-    return ExportResult(task, "safetensors", length, dims, pooling, _describe(task, figure, "torch"))
+    check = f"{_describe(task, figure, 'torch')}; {repeated}"
+    return ExportResult(task, "safetensors", length, dims, pooling, check)
 
 
 def _checked_run(path: Path, feed: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
     try:
-        return _run_onnx(path, feed)
+        return _run_onnx(path, feed)[0]
     except Exception as exc:
         raise ConversionError(f"[{path}] cannot be run by onnxruntime: {exc}") from exc
+
+
+# Scatters that combine several updates into one value: onnxruntime's CPU kernels (1.32) apply
+# them from several threads without locking, so updates landing on the same value race (seen: the
+# SPLADE export's v2 lost maxima in 12 of 40 calls; a one-text scatter-max graph in 20 of 99).
+RACY_SCATTERS = frozenset({"ScatterND", "ScatterElements"})
+
+
+def _racy_nodes(path: Path) -> list[str]:
+    """The graph's scatter nodes (subgraphs included) that reduce into their output, in words."""
+    import onnx
+
+    found: list[str] = []
+
+    def walk(graph: Any) -> None:
+        for node in graph.node:
+            reduction = next((a.s.decode() for a in node.attribute if a.name == "reduction"), "none")
+            if node.op_type in RACY_SCATTERS and node.domain in ("", "ai.onnx") and reduction != "none":
+                found.append(f"{node.op_type} [{node.name or node.output[0]}] (reduction {reduction})")
+            for attribute in node.attribute:
+                for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                    walk(subgraph)
+
+    walk(onnx.load(str(path), load_external_data=False).graph)
+    return found
+
+
+def determinism_check(path: Path, feed: dict[str, npt.NDArray[np.int64]]) -> str:
+    """The graph answers the same input the same way call after call, with several threads.
+
+    A graph can pass a one-off numerical check and still be wrong in service: onnxruntime runs
+    some operators' in-place updates on several threads without locking (scatters that reduce,
+    refused on sight), and a graph may hold a random operator. Both show as results that change
+    between calls; a race shows most with one long text, whose updates all meet in one row.
+    """
+    racy = _racy_nodes(path)
+    if racy:
+        raise ConversionError(
+            f"the ONNX graph has {', '.join(racy)}: onnxruntime applies a reducing scatter's updates from "
+            "several threads without locking, so its results change from call to call; export the model "
+            "without it (a maximum over positions, for one, is a ReduceMax over the padded batch)"
+        )
+    threads = max(2, os.cpu_count() or 1)
+    longest = int(np.argmax(feed["attention_mask"].sum(axis=1)))
+    length = int(feed["attention_mask"][longest].sum())
+    one_text = {name: values[longest : longest + 1, :length] for name, values in feed.items()}
+    worst = 0.0
+    for inputs in (feed, one_text):
+        try:
+            first, *again = _run_onnx(path, inputs, threads, REPEAT_CALLS)
+        except Exception as exc:
+            raise ConversionError(f"[{path}] cannot be run by onnxruntime: {exc}") from exc
+        scale = np.maximum(1.0, np.abs(first))
+        worst = max(worst, *(float(np.max(np.abs(other - first) / scale)) for other in again))
+    if worst > REPEAT_TOLERANCE:
+        raise ConversionError(
+            f"the ONNX graph gives different results for the same input from one call to the next with "
+            f"[{threads}] onnxruntime threads (largest relative difference {worst:.2e}); a graph must be "
+            "deterministic to be served: it may hold an operator that updates the same values from several "
+            "threads at once, or a random operator"
+        )
+    return f"the same result in {REPEAT_CALLS} calls with {threads} threads"
 
 
 def _shape_check(task: str, output: npt.NDArray[np.float32], feed: dict[str, npt.NDArray[np.int64]]) -> str:
@@ -516,6 +597,7 @@ def splade_onnx_int8(folder: Path, progress: Progress = _quiet) -> dict[str, Any
         int8_check = _describe("sparse_embedding", figure, "fp32")
         if figure < MIN_INT8_COSINE:
             raise ConversionError(f"the int8 graph is too far from fp32: {int8_check}")
+        int8_check = f"{int8_check}; {determinism_check(int8, feed)}"
         report = {**asdict(result), "conversion": SPLADE_INT8, "int8_check": int8_check}
         (folder / "conversion.json").write_text(json.dumps(report, indent=2) + "\n")
         os.replace(int8, folder / MODEL_FILE)
