@@ -392,13 +392,25 @@ def test_an_onnx_graph_with_the_wrong_output_for_the_task_is_refused(
     assert_nothing_stored(data_dir, "as-sparse")
 
 
+def import_graph(data_dir: Path, graph: Any, like: Path, model_id: str, task: str) -> Result:
+    """Import a hand-built ONNX graph, with the config and tokenizer of the saved model in `like`."""
+    import onnx
+    from onnx import helper
+
+    folder = data_dir.parent / model_id
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copyfile(like / name, folder / name)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(folder / "model.onnx"))
+    return run_import(data_dir, folder, model_id, task)
+
+
 def test_an_onnx_graph_whose_results_change_from_call_to_call_is_refused(
     torch_models: dict[str, tuple[Path, Any]], data_dir: Path
 ) -> None:
     """A graph whose answer to the same input changes between calls (a racing scatter, a random
     operator: here the latter, which changes every time) passes a one-off shape check but must
     never be served."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     folder, _ = torch_models["text_embedding"]
@@ -415,12 +427,7 @@ def test_an_onnx_graph_whose_results_change_from_call_to_call_is_refused(
         [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "tokens", 8])],
         [numpy_helper.from_array(table, "table")],
     )
-    noisy = data_dir.parent / "noisy"
-    noisy.mkdir()
-    for name in ("config.json", "tokenizer.json"):
-        shutil.copyfile(folder / name, noisy / name)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(noisy / "model.onnx"))
-    result = run_import(data_dir, noisy, "noisy", "text_embedding")
+    result = import_graph(data_dir, graph, folder, "noisy", "text_embedding")
     assert result.exit_code == 1, result.output
     assert "the ONNX graph gives different results for the same input from one call to the next with [" in result.output
     assert "it may hold an operator that updates the same values from several threads at once, or a random" in (
@@ -435,7 +442,6 @@ def test_an_onnx_graph_that_takes_a_maximum_with_a_scatter_is_refused(
     """SPLADE pooled with a ScatterND max-reduction: right on one thread, but onnxruntime applies the
     updates from several threads without locking (this graph lost maxima in 20 of 99 calls of one
     long text with two threads), too rarely for a few calls to show it; it is refused on sight."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     folder, _ = torch_models["sparse_embedding"]
@@ -475,12 +481,7 @@ def test_an_onnx_graph_that_takes_a_maximum_with_a_scatter_is_refused(
             constant("width", [vocabulary]),
         ],
     )
-    scatter = data_dir.parent / "scatter"
-    scatter.mkdir()
-    for name in ("config.json", "tokenizer.json"):
-        shutil.copyfile(folder / name, scatter / name)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(scatter / "model.onnx"))
-    result = run_import(data_dir, scatter, "scatter", "sparse_embedding")
+    result = import_graph(data_dir, graph, folder, "scatter", "sparse_embedding")
     assert result.exit_code == 1, result.output
     assert "the ONNX graph has ScatterND [pool] (reduction max): onnxruntime applies a reducing scatter's" in (
         result.output

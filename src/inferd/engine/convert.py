@@ -459,7 +459,11 @@ def _racy_nodes(path: Path) -> list[str]:
                 for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
                     walk(subgraph)
 
-    walk(onnx.load(str(path), load_external_data=False).graph)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnxruntime ran it, but a graph onnx cannot parse cannot be vetted
+        raise ConversionError(f"[{path}] cannot be read by onnx: {exc}") from exc
+    walk(model.graph)
     return found
 
 
