@@ -53,7 +53,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def converted(source: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     folder = tmp_path_factory.mktemp("converted")
     shutil.copytree(source, folder / "source")
-    return folder, convert("splade_onnx_int8_v3", folder)
+    return folder, convert("splade_onnx_int8_v4", folder)
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +87,25 @@ def torch_splade(source: Path, texts: list[str]) -> npt.NDArray[np.float32]:
 def test_splade_conversion_writes_the_served_files_and_keeps_the_source(
     converted: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
+    import onnx
+
     folder, done = converted
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["conversion.json", "model.onnx", "source", "tokenizer.json"]
     assert (folder / "source" / "model.safetensors").is_file()
     report = json.loads(done.stdout)
     assert report == json.loads((folder / "conversion.json").read_text())
-    assert report["conversion"] == "splade_onnx_int8_v3"
+    assert report["conversion"] == "splade_onnx_int8_v4"
     assert float(report["int8_check"].split()[2]) >= 0.99
     assert float(report["check"].split()[2]) >= 0.999
-    assert "[splade_onnx_int8_v3] quantizing MatMul weights to int8 (per channel)" in done.stderr
+    assert "[splade_onnx_int8_v4] quantizing MatMul weights to int8 (per channel)" in done.stderr
     # int8 MatMul weights: well under the 33 MB of the fp32 graph (models.md: 20.6 MB).
     assert (folder / "model.onnx").stat().st_size < 25_000_000
+    # The head runs on real tokens only, and the runtime pools their logits: the fast way, which a
+    # model whose parts could not be told apart would silently lose.
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    assert [o.name for o in graph.output] == ["token_logits"]
+    assert not any(node.op_type in ("ReduceMax", "ScatterND", "ScatterElements") for node in graph.node)
 
 
 @pytest.mark.models
@@ -154,20 +161,20 @@ def run_convert(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_convert_command_fails_with_one_clear_line(tmp_path: Path) -> None:
-    done = run_convert("splade_onnx_int8_v3", str(tmp_path))
+    done = run_convert("splade_onnx_int8_v4", str(tmp_path))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        f"conversion [splade_onnx_int8_v3] of [{tmp_path}] failed: "
+        f"conversion [splade_onnx_int8_v4] of [{tmp_path}] failed: "
         f"[{tmp_path / 'source'}] is not a Hugging Face model folder: it has no config.json"
     )
     assert not (tmp_path / "model.onnx").exists()
 
 
 def test_convert_command_usage_errors() -> None:
-    for args in (("no_such_conversion", "/tmp"), ("splade_onnx_int8_v3",)):
+    for args in (("no_such_conversion", "/tmp"), ("splade_onnx_int8_v4",)):
         done = run_convert(*args)
         assert done.returncode == 2
-        assert done.stderr.strip() == "usage: python -m inferd.engine.convert {splade_onnx_int8_v3} <folder>"
+        assert done.stderr.strip() == "usage: python -m inferd.engine.convert {splade_onnx_int8_v4} <folder>"
 
 
 def test_max_sequence_length_from_the_folder(tmp_path: Path) -> None:

@@ -254,10 +254,11 @@ def masked_lm(kind: str, folder: Path) -> Any:
 def test_splade_export_leaves_padding_out_before_the_head_where_the_model_allows_it(
     kind: str, masked_logits: bool, data_dir: Path, tmp_path: Path
 ) -> None:
-    """BERT's and RoBERTa's MLM heads see padding positions as copies of a real token, so the max
-    over the vocabulary-wide logits needs no mask; other families mask the whole model's logits.
-    Both give the textbook SPLADE numbers, for a batch of mixed lengths whose padding must not
-    count, and neither takes its maximum with a scatter (racy in onnxruntime with several threads)."""
+    """BERT's and RoBERTa's MLM heads run on the real tokens only, and the graph outputs their
+    logits for the runtime to pool; other families mask the whole model's logits and pool them in
+    the graph. Both give the textbook SPLADE numbers, for a batch of mixed lengths whose padding
+    must not count, and neither takes a maximum with a scatter (racy in onnxruntime with several
+    threads)."""
     import inspect
 
     import onnx
@@ -269,7 +270,12 @@ def test_splade_export_leaves_padding_out_before_the_head_where_the_model_allows
     assert not any(node.op_type.startswith("Scatter") for node in graph.node)
     producers = {output: node.op_type for node in graph.node for output in node.output}
     maxima = [node for node in graph.node if node.op_type == "ReduceMax"]
-    assert any(producers.get(node.input[0]) == "Where" for node in maxima) is masked_logits
+    if masked_logits:
+        assert [o.name for o in graph.output] == ["sparse"]
+        assert any(producers.get(node.input[0]) == "Where" for node in maxima)
+    else:
+        assert [o.name for o in graph.output] == ["token_logits"]
+        assert not maxima and "NonZero" in producers.values()
     _, runtime = served(data_dir, f"splade-{kind}")
     texts = [DOCUMENTS[0], QUERY + " " + DOCUMENTS[1] + " " + DOCUMENTS[2], "cat", *DOCUMENTS[1:]]
     try:
@@ -487,6 +493,34 @@ def test_an_onnx_graph_that_takes_a_maximum_with_a_scatter_is_refused(
         result.output
     )
     assert_nothing_stored(data_dir, "scatter")
+
+
+def test_an_onnx_graph_whose_token_logits_are_not_one_row_per_real_token_is_refused(
+    torch_models: dict[str, tuple[Path, Any]], data_dir: Path
+) -> None:
+    """An output named `token_logits` is pooled by the runtime, a text's rows after the other's: a
+    graph that names pooled (batch, vocabulary) weights so would have its texts' rows mixed up."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder, _ = torch_models["sparse_embedding"]
+    vocabulary = len(SPECIAL) + len(WORDS)
+    table = np.random.default_rng(7).standard_normal((vocabulary, vocabulary)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["logits"]),
+        helper.make_node("ReduceMax", ["logits", "axis"], ["token_logits"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pooled-as-token-logits",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("token_logits", TensorProto.FLOAT, ["batch", vocabulary])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")],
+    )
+    result = import_graph(data_dir, graph, folder, "mislabelled", "sparse_embedding")
+    assert result.exit_code == 1, result.output
+    assert "the ONNX graph's [token_logits] output has shape (8, " in result.output
+    assert "it must hold one row of vocabulary logits for each of the " in result.output
+    assert_nothing_stored(data_dir, "mislabelled")
 
 
 def test_a_folder_without_weights_is_refused(tmp_path: Path, data_dir: Path) -> None:

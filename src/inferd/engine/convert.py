@@ -41,8 +41,9 @@ TOKENIZER_FILE = "tokenizer.json"
 # A conversion's name is part of what a model folder records as its source (engine/fetch.py), so a
 # conversion that changes takes a new name and the folders made by the older one are made again.
 # v2: SPLADE pooled after the max and its head on real tokens only (twice the throughput).
-# v3: the same without a scatter, which lost maxima with two or more threads (`SpladeOverRealTokens`).
-SPLADE_INT8 = "splade_onnx_int8_v3"
+# v3: the same without a scatter, which lost maxima with two or more threads.
+# v4: the head on real tokens again, pooled by the runtime rather than the graph (`SpladeTokenLogits`).
+SPLADE_INT8 = "splade_onnx_int8_v4"
 MIN_EXPORT_COSINE = 0.999  # ONNX fp32 against torch: the same arithmetic, so anything lower is a broken export
 MIN_INT8_COSINE = 0.99  # int8 against fp32 (models.md §6: check any quantized model before using it)
 LOGIT_TOLERANCE = 1e-3
@@ -120,15 +121,33 @@ def _run_onnx(
     """The graph's first output for `feed`, `calls` times from one session (`threads` 0: onnxruntime's default)."""
     import onnxruntime as ort
 
+    from inferd.engine.runtimes.onnx import UNPOOLED_OUTPUT
+
     try:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         names = {i.name for i in session.get_inputs()}
         inputs = {k: v for k, v in feed.items() if k in names}
-        return [np.asarray(session.run(None, inputs)[0], dtype=np.float32) for _ in range(calls)]
+        outputs = [np.asarray(session.run(None, inputs)[0], dtype=np.float32) for _ in range(calls)]
+        output_name = session.get_outputs()[0].name
     except Exception as exc:  # onnxruntime raises its own untyped errors for graphs it cannot run
         raise ConversionError(f"[{path}] cannot be run by onnxruntime: {exc}") from exc
+    if output_name == UNPOOLED_OUTPUT:  # checked as the runtime serves them: pooled
+        return [_pooled(output, feed["attention_mask"]) for output in outputs]
+    return outputs
+
+
+def _pooled(logits: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    from inferd.engine.runtimes.onnx import UNPOOLED_OUTPUT, pool_token_logits
+
+    lengths = mask.sum(axis=1).tolist()
+    if logits.ndim != 2 or logits.shape[0] != sum(lengths):
+        raise ConversionError(
+            f"the ONNX graph's [{UNPOOLED_OUTPUT}] output has shape {logits.shape}; it must hold one row of "
+            f"vocabulary logits for each of the {sum(lengths)} real tokens of the check inputs"
+        )
+    return pool_token_logits(logits, lengths)
 
 
 def compare(task: str, reference: npt.NDArray[np.float32], candidate: npt.NDArray[np.float32], **kw: Any) -> float:
@@ -215,21 +234,25 @@ def _onnx_in(source: Path) -> Path | None:
 # --- torch wrappers and export ---------------------------------------------------------------
 
 
-def _wrap(model: Any, task: str, sample: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, list[str]]:
-    """The module to export, in eval mode, and its input names (token_type_ids only if the model takes them).
+def _wrap(model: Any, task: str, sample: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, list[str], str]:
+    """The module to export, in eval mode, its input names (token_type_ids only if the model takes
+    them) and its output's name.
 
-    For SPLADE padding is left out before the head (`SpladeOverRealTokens`) where the model's parts
-    allow it and give the textbook formula's numbers on `sample`; otherwise the whole model's logits
-    are pooled with a mask.
+    For SPLADE the head runs on real tokens only and the graph outputs their logits
+    (`SpladeTokenLogits`) where the model's parts allow it and give the textbook formula's numbers
+    on `sample`; otherwise the whole model's logits are pooled with a mask in the graph.
     """
     import inspect
 
     import torch
 
+    from inferd.engine.runtimes.onnx import UNPOOLED_OUTPUT
+
     names = ["input_ids", "attention_mask"]
     if "token_type_ids" in inspect.signature(model.forward).parameters:
         names.append("token_type_ids")
-    splade = _splade_over_real_tokens(model, {n: sample[n] for n in names}) if task == "sparse_embedding" else None
+    splade = _splade_token_logits(model, {n: sample[n] for n in names}) if task == "sparse_embedding" else None
+    output_name = {"text_embedding": "last_hidden_state", "sparse_embedding": "sparse", "rerank": "logits"}[task]
 
     class Wrapper(torch.nn.Module):
         """Keyword calls into the model, and the task's output (SPLADE pooling inside the graph)."""
@@ -251,7 +274,7 @@ def _wrap(model: Any, task: str, sample: dict[str, torch.Tensor]) -> tuple[torch
                 return out.logits
             return splade_from_logits(out.logits, attention_mask)
 
-    return Wrapper().eval(), names
+    return Wrapper().eval(), names, UNPOOLED_OUTPUT if splade is not None else output_name
 
 
 # --- SPLADE pooling ------------------------------------------------------------------------------
@@ -259,10 +282,8 @@ def _wrap(model: Any, task: str, sample: dict[str, torch.Tensor]) -> tuple[torch
 # SPLADE's weights are max over a text's tokens of log1p(relu(logits)). log1p and relu never
 # decrease, so that is log1p(relu(max over tokens of logits)): the same numbers, with the two
 # elementwise functions on (batch, vocabulary) rather than on (batch, tokens, vocabulary). On
-# SPLADE-tiny, whose MLM head is 90 % of the compute, onnxruntime spent more time in those passes
-# (and in the mask's) than in the head itself; pooling after the max, and leaving padding out
-# without a mask over the vocabulary (`SpladeOverRealTokens`), doubled its throughput
-# (docs/performance.md).
+# SPLADE-tiny the MLM head is 90 % of the compute, so it runs on the real tokens only
+# (`SpladeTokenLogits`), and the runtime takes each text's max (docs/performance.md).
 
 
 def splade_from_logits(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -283,19 +304,23 @@ def splade_reference(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tenso
     return weights.max(dim=1).values
 
 
-def _splade_over_real_tokens(model: Any, sample: dict[str, torch.Tensor]) -> SpladeOverRealTokens | None:
+def _splade_token_logits(model: Any, sample: dict[str, torch.Tensor]) -> SpladeTokenLogits | None:
     import torch
+
+    from inferd.engine.runtimes.onnx import pool_token_logits
 
     parts = _mlm_parts(model)
     if parts is None:
         return None
-    splade = SpladeOverRealTokens(*parts)
+    splade = SpladeTokenLogits(*parts)
+    lengths = sample["attention_mask"].sum(dim=1).tolist()
     with torch.inference_mode():
         try:
-            same = torch.allclose(splade(sample), splade_reference(model, sample), rtol=1e-4, atol=1e-5)
+            pooled = pool_token_logits(splade(sample).float().numpy(), lengths)
+            reference = splade_reference(model, sample).float().numpy()
         except Exception:  # a head that does not take the encoder's output: the whole-logits way serves it
             return None
-    return splade if same else None
+    return splade if np.allclose(pooled, reference, rtol=1e-4, atol=1e-5) else None
 
 
 def _mlm_parts(model: Any) -> tuple[Any, Any] | None:
@@ -308,20 +333,16 @@ def _mlm_parts(model: Any) -> tuple[Any, Any] | None:
     return base, head
 
 
-class SpladeOverRealTokens:
-    """SPLADE with padding left out before the MLM head rather than masked after it.
+class SpladeTokenLogits:
+    """The MLM head's logits for the real tokens only, text after text: the `token_logits` output (`UNPOOLED_OUTPUT`).
 
-    Each padding position's encoder output is replaced by the text's first token's (a real token:
-    inputs are padded on the right), so the max over positions is the max over real tokens and the
-    head's (batch, tokens, vocabulary) logits need no mask: the only pass over them is the max.
-    A text with no tokens at all gets no weights. Padding still costs head compute, which the
-    runtime keeps small by grouping texts of similar length (`padding_aware_chunks`).
-
-    An earlier export ran the head on the real tokens packed into one row and took each text's max
-    with a ScatterND max-reduction: onnxruntime's CPU kernel splits a scatter's updates across its
-    threads with no locking, so with two or more threads a text's maximum was sometimes lost (wrong
-    weights, and a conversion check that failed now and then). Every operator here is
-    deterministic for any thread count, and the graph is as fast at the padding the runtime leaves.
+    The runtime takes each text's max over its rows (`pool_token_logits`), so padding costs only
+    the encoder's share of the compute, and a batch of 8 texts runs as fast per text as one of 64.
+    No operator here combines values from several places into one (SPLADE's v2 export took each
+    text's max in the graph with a ScatterND max-reduction; onnxruntime's CPU kernel applies its
+    updates from several threads without locking, and maxima were lost), so the graph gives the
+    same numbers with any number of threads. v3 kept the max in the graph by running the head on
+    every position, padding included, which cost 5-10 % at the batch sizes a server forms.
     """
 
     def __init__(self, base: Any, head: Any) -> None:
@@ -330,12 +351,10 @@ class SpladeOverRealTokens:
     def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         import torch
 
-        mask = inputs["attention_mask"]
         hidden = self.base(**inputs).last_hidden_state
-        hidden = torch.where(mask.unsqueeze(-1).to(torch.bool), hidden, hidden[:, :1, :])
-        pooled = self.head(hidden).amax(dim=1)
-        has_tokens = mask.amax(dim=1, keepdim=True).to(pooled.dtype)
-        return torch.log1p(torch.relu(pooled)) * has_tokens
+        real = torch.nonzero(inputs["attention_mask"].reshape(-1))[:, 0]  # row-major: text by text
+        logits: torch.Tensor = self.head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, real))
+        return logits
 
 
 def _load_torch_model(source: Path, task: str) -> Any:
@@ -359,11 +378,13 @@ def export_torch(model: Any, task: str, feed: dict[str, npt.NDArray[np.int64]], 
     import torch
 
     inputs = {n: torch.from_numpy(v) for n, v in feed.items()}
-    wrapper, names = _wrap(model, task, inputs)
+    wrapper, names, output_name = _wrap(model, task, inputs)
     args = tuple(inputs[n][:2] for n in names)
-    output_name = {"text_embedding": "last_hidden_state", "sparse_embedding": "sparse", "rerank": "logits"}[task]
     axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes[output_name] = {0: "batch", 1: "sequence"} if task == "text_embedding" else {0: "batch"}
+    axes[output_name] = {
+        "last_hidden_state": {0: "batch", 1: "sequence"},
+        "token_logits": {0: "tokens"},  # SpladeTokenLogits
+    }.get(output_name, {0: "batch"})
     # The TorchScript exporter warns about tracing and its own deprecation; the result is checked
     # numerically right after, which says more than those warnings.
     with warnings.catch_warnings():

@@ -10,6 +10,12 @@ Inputs are tokenized once, sorted by length and fed in chunks padded to their ow
 cut where the padding saved outweighs the cost of one more call, so a batch of mixed lengths
 wastes little compute on padding (Infinity sorts by length too; TEI avoids padding altogether on
 GPUs). SPLADE's chunks are bounded because its (tokens x 30,522) logits dominate memory (models.md §3b).
+
+A sparse graph outputs either pooled (batch, vocabulary) weights, or, when its output is named
+`token_logits` (the built-in SPLADE and every SPLADE that `inferd models import` exports), the MLM
+head's logits for the real tokens only, text after text, which `pool_token_logits` pools. The head
+is 90 % of SPLADE's compute, so such a graph pays for padding only in the encoder, and a batch of 8
+runs as fast per text as a batch of 64 (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -53,6 +59,10 @@ EMBED_COST = CallCost(call_tokens=10, max_tokens=512)  # MiniLM: ~3 ms per call,
 # SPLADE: its head streams a (hidden x 30,522) weight matrix on every call (~1.5 ms, the time of ~16
 # tokens); per-token time is flat up to ~768 tokens a call, and a call's logits take 120 KB a token.
 SPARSE_COST = CallCost(call_tokens=16, max_tokens=384)
+# SPLADE with its head on real tokens: a padded position costs only the encoder's tenth of a token,
+# so in padded positions a call costs ~70 of them; the logits of at most 768 tokens are held at once.
+TOKEN_LOGITS_COST = CallCost(call_tokens=64, max_tokens=768)
+UNPOOLED_OUTPUT = "token_logits"  # see the module docstring
 PAIR_COST = EMBED_COST
 
 
@@ -162,6 +172,7 @@ class OnnxEncoder:
         self.tokenizer, self.pad_id = load_tokenizer(folder / TOKENIZER_FILE, self.max_length, spec.model_id)
         session = load_session(folder / MODEL_FILE, num_threads, spec.model_id)
         self.input_names = {i.name for i in session.get_inputs()}
+        self.output_name = session.get_outputs()[0].name
         self._session: ort.InferenceSession | None = session
         missing = {"input_ids", "attention_mask"} - self.input_names
         if missing:
@@ -241,7 +252,7 @@ class OnnxEmbeddingRuntime:
 
 
 class OnnxSparseRuntime:
-    """sparse_embedding: SPLADE weights over the vocabulary, computed in the graph as (batch, vocab)."""
+    """sparse_embedding: SPLADE weights over the vocabulary, pooled by the graph or from its `token_logits`."""
 
     def __init__(self, spec: ModelSpec, folder: Path, num_threads: int) -> None:
         self.encoder = OnnxEncoder(spec, folder, num_threads)
@@ -261,10 +272,14 @@ class OnnxSparseRuntime:
 
     def sparse_in_steps(self, texts: Sequence[str]) -> Callable[[], list[SparseVector]]:
         encodings = self.encoder.encode(texts)
+        token_logits = self.encoder.output_name == UNPOOLED_OUTPUT
         outputs = []
-        for chunk in padding_aware_chunks(_lengths(encodings), SPARSE_COST):
-            weights, _ = self.encoder.run([encodings[i] for i in chunk])
-            if weights.ndim != 2:
+        for chunk in padding_aware_chunks(_lengths(encodings), TOKEN_LOGITS_COST if token_logits else SPARSE_COST):
+            weights, mask = self.encoder.run([encodings[i] for i in chunk])
+            if token_logits:
+                # Pooled here rather than by the finisher: a chunk's logits are 120 KB a token.
+                weights = self._pooled(weights, mask.sum(axis=1).tolist())
+            if weights.ndim != 2 or weights.shape[0] != len(chunk):
                 model_id, shape = self.encoder.model_id, weights.shape
                 raise EngineError(f"model [{model_id}] must output (batch, vocabulary) weights, not shape {shape}")
             outputs.append((chunk, weights))
@@ -278,11 +293,39 @@ class OnnxSparseRuntime:
 
         return vectors
 
+    def _pooled(self, logits: npt.NDArray[np.float32], lengths: list[int]) -> npt.NDArray[np.float32]:
+        if logits.ndim != 2 or logits.shape[0] != sum(lengths):
+            model_id, shape = self.encoder.model_id, logits.shape
+            raise EngineError(
+                f"model [{model_id}] must output [{UNPOOLED_OUTPUT}] for its {sum(lengths)} real tokens, "
+                f"not shape {shape}"
+            )
+        return pool_token_logits(logits, lengths)
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.encoder.count_tokens(texts)
 
     def close(self) -> None:
         self.encoder.close()
+
+
+def pool_token_logits(logits: npt.NDArray[np.float32], lengths: Sequence[int]) -> npt.NDArray[np.float32]:
+    """SPLADE weights from the MLM logits of real tokens, `lengths[i]` rows for text i, text after text.
+
+    A text's weight for a token is log1p(relu(x)) at the largest of its rows' logits x (log1p and
+    relu never decrease, so this is SPLADE's max over tokens of log1p(relu)). Most maxima are not
+    positive, so log1p runs on the few that are. A text without tokens gets no weights.
+    """
+    pooled = np.zeros((len(lengths), logits.shape[1]), dtype=np.float32)
+    start = 0
+    for row, length in enumerate(lengths):
+        if length:
+            np.max(logits[start : start + length], axis=0, out=pooled[row])
+        start += length
+    positive = pooled > 0
+    np.log1p(pooled, out=pooled, where=positive)
+    pooled[~positive] = 0.0
+    return pooled
 
 
 def token_weights(
