@@ -377,13 +377,15 @@ def export_torch(model: Any, task: str, feed: dict[str, npt.NDArray[np.int64]], 
     """Export `model` for `task` to `path`; returns the torch reference output on `feed`."""
     import torch
 
+    from inferd.engine.runtimes.onnx import UNPOOLED_OUTPUT
+
     inputs = {n: torch.from_numpy(v) for n, v in feed.items()}
     wrapper, names, output_name = _wrap(model, task, inputs)
     args = tuple(inputs[n][:2] for n in names)
     axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in names}
     axes[output_name] = {
         "last_hidden_state": {0: "batch", 1: "sequence"},
-        "token_logits": {0: "tokens"},  # SpladeTokenLogits
+        UNPOOLED_OUTPUT: {0: "tokens"},  # one row per real token
     }.get(output_name, {0: "batch"})
     # The TorchScript exporter warns about tracing and its own deprecation; the result is checked
     # numerically right after, which says more than those warnings.
