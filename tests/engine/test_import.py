@@ -411,6 +411,14 @@ def import_graph(data_dir: Path, graph: Any, like: Path, model_id: str, task: st
     return run_import(data_dir, folder, model_id, task)
 
 
+def assert_refused(result: Result, data_dir: Path, model_id: str, *fragments: str) -> None:
+    """The import failed, said each of `fragments`, and stored nothing."""
+    assert result.exit_code == 1, result.output
+    for fragment in fragments:
+        assert fragment in result.output
+    assert_nothing_stored(data_dir, model_id)
+
+
 def test_an_onnx_graph_whose_results_change_from_call_to_call_is_refused(
     torch_models: dict[str, tuple[Path, Any]], data_dir: Path
 ) -> None:
@@ -433,13 +441,13 @@ def test_an_onnx_graph_whose_results_change_from_call_to_call_is_refused(
         [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "tokens", 8])],
         [numpy_helper.from_array(table, "table")],
     )
-    result = import_graph(data_dir, graph, folder, "noisy", "text_embedding")
-    assert result.exit_code == 1, result.output
-    assert "the ONNX graph gives different results for the same input from one call to the next with [" in result.output
-    assert "it may hold an operator that updates the same values from several threads at once, or a random" in (
-        result.output
+    assert_refused(
+        import_graph(data_dir, graph, folder, "noisy", "text_embedding"),
+        data_dir,
+        "noisy",
+        "the ONNX graph gives different results for the same input from one call to the next with [",
+        "it may hold an operator that updates the same values from several threads at once, or a random",
     )
-    assert_nothing_stored(data_dir, "noisy")
 
 
 def test_an_onnx_graph_that_takes_a_maximum_with_a_scatter_is_refused(
@@ -487,12 +495,12 @@ def test_an_onnx_graph_that_takes_a_maximum_with_a_scatter_is_refused(
             constant("width", [vocabulary]),
         ],
     )
-    result = import_graph(data_dir, graph, folder, "scatter", "sparse_embedding")
-    assert result.exit_code == 1, result.output
-    assert "the ONNX graph has ScatterND [pool] (reduction max): onnxruntime applies a reducing scatter's" in (
-        result.output
+    assert_refused(
+        import_graph(data_dir, graph, folder, "scatter", "sparse_embedding"),
+        data_dir,
+        "scatter",
+        "the ONNX graph has ScatterND [pool] (reduction max): onnxruntime applies a reducing scatter's",
     )
-    assert_nothing_stored(data_dir, "scatter")
 
 
 def test_an_onnx_graph_whose_token_logits_are_not_one_row_per_real_token_is_refused(
@@ -516,11 +524,13 @@ def test_an_onnx_graph_whose_token_logits_are_not_one_row_per_real_token_is_refu
         [helper.make_tensor_value_info("token_logits", TensorProto.FLOAT, ["batch", vocabulary])],
         [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")],
     )
-    result = import_graph(data_dir, graph, folder, "mislabelled", "sparse_embedding")
-    assert result.exit_code == 1, result.output
-    assert "the ONNX graph's [token_logits] output has shape (8, " in result.output
-    assert "it must hold one row of vocabulary logits for each of the " in result.output
-    assert_nothing_stored(data_dir, "mislabelled")
+    assert_refused(
+        import_graph(data_dir, graph, folder, "mislabelled", "sparse_embedding"),
+        data_dir,
+        "mislabelled",
+        "the ONNX graph's [token_logits] output has shape (8, ",
+        "it must hold one row of vocabulary logits for each of the ",
+    )
 
 
 def test_a_folder_without_weights_is_refused(tmp_path: Path, data_dir: Path) -> None:

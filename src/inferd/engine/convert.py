@@ -139,15 +139,12 @@ def _run_onnx(
 
 
 def _pooled(logits: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-    from inferd.engine.runtimes.onnx import UNPOOLED_OUTPUT, pool_token_logits
+    from inferd.engine.runtimes.onnx import pool_token_logits
 
-    lengths = mask.sum(axis=1).tolist()
-    if logits.ndim != 2 or logits.shape[0] != sum(lengths):
-        raise ConversionError(
-            f"the ONNX graph's [{UNPOOLED_OUTPUT}] output has shape {logits.shape}; it must hold one row of "
-            f"vocabulary logits for each of the {sum(lengths)} real tokens of the check inputs"
-        )
-    return pool_token_logits(logits, lengths)
+    try:
+        return pool_token_logits(logits, mask.sum(axis=1).tolist())
+    except ValueError as exc:
+        raise ConversionError(f"the ONNX graph's {exc} of the check inputs") from exc
 
 
 def compare(task: str, reference: npt.NDArray[np.float32], candidate: npt.NDArray[np.float32], **kw: Any) -> float:

@@ -294,13 +294,10 @@ class OnnxSparseRuntime:
         return vectors
 
     def _pooled(self, logits: npt.NDArray[np.float32], lengths: list[int]) -> npt.NDArray[np.float32]:
-        if logits.ndim != 2 or logits.shape[0] != sum(lengths):
-            model_id, shape = self.encoder.model_id, logits.shape
-            raise EngineError(
-                f"model [{model_id}] must output [{UNPOOLED_OUTPUT}] for its {sum(lengths)} real tokens, "
-                f"not shape {shape}"
-            )
-        return pool_token_logits(logits, lengths)
+        try:
+            return pool_token_logits(logits, lengths)
+        except ValueError as exc:
+            raise EngineError(f"model [{self.encoder.model_id}] gives the wrong output: {exc}") from exc
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.encoder.count_tokens(texts)
@@ -314,8 +311,14 @@ def pool_token_logits(logits: npt.NDArray[np.float32], lengths: Sequence[int]) -
 
     A text's weight for a token is log1p(relu(x)) at the largest of its rows' logits x (log1p and
     relu never decrease, so this is SPLADE's max over tokens of log1p(relu)). Most maxima are not
-    positive, so log1p runs on the few that are. A text without tokens gets no weights.
+    positive, so log1p runs on the few that are. A text without tokens gets no weights. Raises
+    ValueError when `logits` is not one row per real token.
     """
+    if logits.ndim != 2 or logits.shape[0] != sum(lengths):
+        raise ValueError(
+            f"[{UNPOOLED_OUTPUT}] output has shape {logits.shape}; it must hold one row of vocabulary "
+            f"logits for each of the {sum(lengths)} real tokens"
+        )
     pooled = np.zeros((len(lengths), logits.shape[1]), dtype=np.float32)
     start = 0
     for row, length in enumerate(lengths):
