@@ -23,6 +23,7 @@ from inferd.api.deps import AppState
 from inferd.api.entry import InferdApp
 from inferd.api.errors import render_error
 from inferd.api.hot_routes import HotRoutes
+from inferd.api.http_protocol import HttpProtocol
 from inferd.api.params import parse_time_value
 from inferd.api.paths import request_uri
 from inferd.auth.api_keys import ApiKeyService
@@ -207,6 +208,10 @@ def uvicorn_config(app: FastAPI, settings: ServerSettings, **overrides: Any) -> 
         "log_level": settings.log_level,
         "access_log": False,
         "server_header": False,
+        # ES takes the client's address from the connection, never from X-Forwarded-For; uvicorn's
+        # proxy-headers middleware would also be one more layer on every request.
+        "proxy_headers": False,
+        "http": HttpProtocol,
     }
     if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
         options["ssl_certfile"] = str(settings.ssl_certfile)
