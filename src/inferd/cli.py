@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import socket
 import sys
 from pathlib import Path
 from types import FrameType
@@ -80,6 +82,13 @@ class _GracefulServer(uvicorn.Server):
     uvicorn stops accepting, finishes in-flight requests and runs the shutdown, then re-raises the
     signal so that the process dies by it, which a supervisor reads as a crash.
     """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # What the server built to start (imports, settings, store, app) lives as long as the process.
+        # Frozen, it stays out of the collector's full passes, which hold the GIL, and with it the model
+        # threads, for as long as they walk every tracked object.
+        gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)

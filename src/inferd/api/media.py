@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from inferd.core.errors import InferdError, SimpleError, StatusError
 
@@ -25,14 +26,21 @@ _TOKEN = re.compile(r"^[\w.+*-]+/[\w.+*-]+$")
 class MediaType:
     raw: str
     mime: str  # lower-case type/subtype
-    params: dict[str, str]
+    params: tuple[tuple[str, str], ...]  # lower-case names and values, in header order
+
+    def param(self, name: str) -> str | None:
+        return next((value for key, value in self.params if key == name), None)
 
     @property
     def compatible_with(self) -> int | None:
-        value = self.params.get("compatible-with")
+        value = self.param("compatible-with")
         return int(value) if value is not None and value.isdigit() else None
 
 
+# Clients send the same few header values on every request, and each request reads them up to five
+# times (compatibility, body type, response type): each distinct value is parsed once. The results
+# are immutable; the bound keeps odd values sent by a client from growing the cache.
+@lru_cache(maxsize=256)
 def parse_media_type(raw: str) -> MediaType | None:
     """Parse one header value; None when it is not a media type at all."""
     parts = [p.strip() for p in raw.split(";")]
@@ -47,7 +55,7 @@ def parse_media_type(raw: str) -> MediaType | None:
         if not sep:
             return None
         params[key.strip().lower()] = value.strip().strip('"').lower()
-    return MediaType(raw=raw, mime=mime, params=params)
+    return MediaType(raw=raw, mime=mime, params=tuple(params.items()))
 
 
 class MediaTypeHeaderError(InferdError):
@@ -55,6 +63,7 @@ class MediaTypeHeaderError(InferdError):
     es_type = "media_type_header_exception"
 
 
+@lru_cache(maxsize=256)
 def _first_accept(raw: str | None) -> MediaType | None:
     if not raw:
         return None

@@ -15,6 +15,13 @@ from inferd.core.suggest import did_you_mean
 COMMON_PARAMS = frozenset({"pretty", "human", "error_trace", "filter_path", "format"})
 
 
+def query_param(request: Request, name: str) -> str | None:
+    """The first value of a query parameter. Most requests have no query string: they skip parsing one."""
+    if not request.scope.get("query_string"):
+        return None
+    return request.query_params.get(name)
+
+
 def parse_bool(name: str, raw: str | None, default: bool) -> bool:
     if raw is None:
         return default
@@ -29,7 +36,7 @@ def parse_bool(name: str, raw: str | None, default: bool) -> bool:
 def flag_param(request: Request, name: str, *, default: bool = False) -> bool:
     """A boolean parameter; an invalid value counts as the default (it was refused earlier)."""
     try:
-        return parse_bool(name, request.query_params.get(name), default)
+        return parse_bool(name, query_param(request, name), default)
     except IllegalArgument:
         return default
 
@@ -72,6 +79,8 @@ def parse_time_value(name: str, raw: str) -> float:
 
 def check_params(request: Request, allowed: Iterable[str] = ()) -> None:
     """Refuse parameters the route does not know, with ES's message and suggestions."""
+    if not request.scope.get("query_string"):
+        return
     known = COMMON_PARAMS | set(allowed)
     unknown = sorted({k for k in request.query_params if k not in known})
     if unknown:
@@ -84,9 +93,9 @@ def check_params(request: Request, allowed: Iterable[str] = ()) -> None:
 
 def time_param(request: Request, name: str = "timeout", *, default: float | None) -> float | None:
     """Seconds from a time-value parameter; `default` when absent, infinity for -1 (no limit)."""
-    raw = request.query_params.get(name)
+    raw = query_param(request, name)
     return default if raw is None else parse_time_value(name, raw)
 
 
 def bool_param(request: Request, name: str, default: bool = False) -> bool:
-    return parse_bool(name, request.query_params.get(name), default)
+    return parse_bool(name, query_param(request, name), default)

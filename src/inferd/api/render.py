@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from inferd.api.media import response_content_type
-from inferd.api.params import flag_param
+from inferd.api.params import flag_param, query_param
 
 _ABSENT = object()
 
@@ -144,7 +144,7 @@ def json_response(
 ) -> Response:
     """A JSON response with ES's conventions; error bodies pass `filtered=False`."""
     if filtered:
-        body = apply_filter_path(body, request.query_params.get("filter_path"))
+        body = apply_filter_path(body, query_param(request, "filter_path"))
     pretty = flag_param(request, "pretty", default=pretty_default)
     media = response_content_type(request.headers.get("accept"), request.headers.get("content-type"))
     return Response(dumps(body, pretty=pretty), status_code=status, media_type=media, headers=dict(headers or {}))
