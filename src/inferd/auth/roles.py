@@ -183,7 +183,7 @@ class RoleSet:
 
     descriptors: tuple[tuple[str, Mapping[str, Any]], ...]
     # Each action's grant, worked out on first use: a principal (and so its role set) is cached
-    # across requests, and matching every privilege pattern again was 4 % of the event loop's time.
+    # across requests, and matching every privilege pattern again was 4 % of the event loop's profile.
     _grants: dict[str, Grant | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
