@@ -621,6 +621,35 @@ def test_missing_or_damaged_onnx_folder_files_are_clear_errors(tmp_path: Path) -
         OnnxCrossEncoderRuntime(spec, tmp_path, 1)
 
 
+def test_a_token_logits_graph_with_the_wrong_rows_fails_its_calls_with_a_clear_error(tmp_path: Path) -> None:
+    """Import refuses such graphs; this guards a model folder changed afterwards: the call fails, with a message."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    word_tokenizer(tmp_path / "tokenizer.json")
+    table = np.random.default_rng(3).standard_normal((7, 7)).astype(np.float32)
+    graph = helper.make_graph(
+        [  # one pooled row per text, but named as if it held one row per real token
+            helper.make_node("Gather", ["table", "input_ids"], ["logits"]),
+            helper.make_node("ReduceMax", ["logits", "axis"], ["token_logits"], keepdims=0),
+        ],
+        "pooled-as-token-logits",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"]),
+        ],
+        [helper.make_tensor_value_info("token_logits", TensorProto.FLOAT, ["batch", 7])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "model.onnx"))
+    runtime = OnnxSparseRuntime(imported_spec(Runtime.ONNX_SPARSE), tmp_path, 1)
+    with pytest.raises(EngineError) as refused:
+        runtime.sparse(["hello world", "hello"])
+    assert str(refused.value) == (
+        "model [my-model] gives the wrong output: [token_logits] output has shape (2, 7); it must hold one row "
+        "of vocabulary logits for each of the 7 real tokens"
+    )
+
+
 def test_runtime_kinds_load_their_runtime_lazily() -> None:
     """The server imports the dispatcher without onnxruntime or torch; each kind imports its module on use."""
     heavy = ("onnxruntime", "torch", "inferd.engine.runtimes.e5")
