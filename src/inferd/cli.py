@@ -89,9 +89,9 @@ class _GracefulServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         # A model thread that returns from onnxruntime or numpy waits for the GIL until the event
         # loop or a finisher lets go of it, at the latest after this interval (Python's default is
-        # 5 ms). Served SPLADE with one-thread allocations, on a 2-core host: 8 A/B pairs of 5 vs
-        # 1 ms all read faster with 1 ms (+3 to +23 %), with a fifth of a core less idle under load;
-        # one two-thread allocation read the same (docs/performance.md).
+        # 5 ms). Served SPLADE with one-thread allocations, on a 2-core host: 10 A/B pairs of 5 vs
+        # 1 ms all read faster with 1 ms (+3 to +23 %), with less idle CPU under load; one two-thread
+        # allocation read the same (docs/performance.md).
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         await super().startup(sockets)
         # What the server built to start (imports, settings, store, app) lives as long as the process.
