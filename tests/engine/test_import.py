@@ -29,6 +29,7 @@ from inferd.engine.fetch import ModelDelivery
 from inferd.engine.runtimes import load_runtime
 from inferd.engine.runtimes.onnx import OnnxCrossEncoderRuntime, OnnxEmbeddingRuntime, OnnxSparseRuntime
 from inferd.settings import ServerSettings
+from tests.support.onnx_graphs import pooled_weights_named_token_logits
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 QUERY = "how to boil an egg"
@@ -508,22 +509,8 @@ def test_an_onnx_graph_whose_token_logits_are_not_one_row_per_real_token_is_refu
 ) -> None:
     """An output named `token_logits` is pooled by the runtime, a text's rows after the other's: a
     graph that names pooled (batch, vocabulary) weights so would have its texts' rows mixed up."""
-    from onnx import TensorProto, helper, numpy_helper
-
     folder, _ = torch_models["sparse_embedding"]
-    vocabulary = len(SPECIAL) + len(WORDS)
-    table = np.random.default_rng(7).standard_normal((vocabulary, vocabulary)).astype(np.float32)
-    nodes = [
-        helper.make_node("Gather", ["table", "input_ids"], ["logits"]),
-        helper.make_node("ReduceMax", ["logits", "axis"], ["token_logits"], keepdims=0),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "pooled-as-token-logits",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])],
-        [helper.make_tensor_value_info("token_logits", TensorProto.FLOAT, ["batch", vocabulary])],
-        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")],
-    )
+    graph = pooled_weights_named_token_logits(len(SPECIAL) + len(WORDS), seed=7)
     assert_refused(
         import_graph(data_dir, graph, folder, "mislabelled", "sparse_embedding"),
         data_dir,

