@@ -60,8 +60,13 @@ EMBED_COST = CallCost(call_tokens=10, max_tokens=512)  # MiniLM: ~3 ms per call,
 # tokens); per-token time is flat up to ~768 tokens a call, and a call's logits take 120 KB a token.
 SPARSE_COST = CallCost(call_tokens=16, max_tokens=384)
 # SPLADE with its head on real tokens: a padded position costs only the encoder's tenth of a token,
-# so in padded positions a call costs ~70 of them; the logits of at most 768 tokens are held at once.
-TOKEN_LOGITS_COST = CallCost(call_tokens=64, max_tokens=768)
+# so in padded positions a call costs ~70 of them. The runtime reads a call's logits (120 KB a
+# token) once more to pool them, and that read is three times slower once they have left the
+# cache: with 768 tokens a call (90 MB) the pooling took a third of a text's time on an AVX-512
+# host whose 32 MB last-level cache is shared with other VMs. 64 tokens (8 MB) a call ran fastest
+# there, whether the neighbours were busy or not (docs/performance.md); a longer text still gets a
+# call of its own.
+TOKEN_LOGITS_COST = CallCost(call_tokens=64, max_tokens=64)
 UNPOOLED_OUTPUT = "token_logits"  # see the module docstring
 PAIR_COST = EMBED_COST
 
