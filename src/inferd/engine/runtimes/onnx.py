@@ -63,9 +63,9 @@ SPARSE_COST = CallCost(call_tokens=16, max_tokens=384)
 # so in padded positions a call costs ~70 of them. The runtime reads a call's logits (120 KB a
 # token) once more to pool them, and that read is three times slower once they have left the
 # cache: with 768 tokens a call (90 MB) the pooling took a third of a text's time on an AVX-512
-# host whose 32 MB last-level cache is shared with other VMs. 64 tokens (8 MB) a call ran fastest
-# there, whether the neighbours were busy or not (docs/performance.md); a longer text still gets a
-# call of its own.
+# host whose 32 MB last-level cache is shared with other VMs. 64 tokens (8 MB) a call ran as fast as
+# any size there while the neighbours were quiet, and fastest while they were busy
+# (docs/performance.md); a longer text still gets a call of its own.
 TOKEN_LOGITS_COST = CallCost(call_tokens=64, max_tokens=64)
 UNPOOLED_OUTPUT = "token_logits"  # see the module docstring
 PAIR_COST = EMBED_COST
