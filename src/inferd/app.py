@@ -116,13 +116,14 @@ def default_engine(settings: ServerSettings) -> Engine:
     """Local models: delivered from their pinned wheels, run by their runtimes."""
     from inferd.engine.fetch import ModelDelivery
     from inferd.engine.runtimes import load_runtime
+    from inferd.engine.runtimes.isolated import load_isolated
 
     limits = EngineLimits(
         batch=BatchLimits(settings.max_batch_tokens, settings.max_batch_items, settings.max_queue),
         threads=settings.model_threads,
         idle_seconds=settings.adaptive_idle_seconds,
     )
-    return Engine(ModelDelivery(settings), load_runtime, limits)
+    return Engine(ModelDelivery(settings), load_isolated if settings.model_processes else load_runtime, limits)
 
 
 def build_app(

@@ -96,6 +96,14 @@ class ServerSettings(BaseSettings):
         int | None,
         Field(gt=0, description="Threads all local model allocations may use together (default: the CPU cores)."),
     ] = None
+    model_processes: Annotated[
+        bool,
+        Field(
+            description="Run each allocation of a local embedding, sparse or rerank model in a process of its own, "
+            "as Elasticsearch runs its models outside its JVM: the model's Python work never waits for the "
+            "server's, and a model process that crashes is started again on the next request."
+        ),
+    ] = True
     max_batch_tokens: Annotated[
         int, Field(gt=0, description="Token budget of one batch of local model work (dynamic batching).")
     ] = 16384

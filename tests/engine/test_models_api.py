@@ -7,8 +7,12 @@ that a module fixture fills with `pip download`, so nothing here depends on a wa
 from __future__ import annotations
 
 import math
+import os
+import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import elasticsearch
@@ -150,3 +154,46 @@ def test_an_unknown_model_id_answers_es_eland_error(http: httpx.Client) -> None:
         "Error parsing request config, model id does not match any models available on this platform. "
         "Was [my-model]. You may need to load it into the cluster using eland."
     )
+
+
+def model_processes() -> set[int]:
+    """This process's children that run a model (the server runs in this process, on a thread)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"inferd.engine.runtimes.isolated" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def dead(pid: int) -> bool:
+    """A zombie with no thread left (its leader turns zombie first, while the others still exit)."""
+    state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    return state == "Z" and len(os.listdir(f"/proc/{pid}/task")) == 1
+
+
+def test_a_model_process_that_dies_is_replaced_and_the_server_stays_up(http: httpx.Client) -> None:
+    """Encoder models run in processes of their own, as ES runs its models outside the JVM."""
+    before = model_processes()
+    body = {
+        "service": "elasticsearch",
+        "service_settings": {"model_id": ".all-minilm-l6-v2", "num_allocations": 1, "num_threads": 1},
+    }
+    assert http.put("/_inference/text_embedding/crashy?timeout=300s", json=body).status_code == 200
+    try:
+        vector = embed(http, "crashy", ["a sentence to embed"])[0]
+        (pid,) = model_processes() - before
+        os.kill(pid, signal.SIGKILL)
+        while not dead(pid):  # a request that races the crash gets the crash's error
+            time.sleep(0.01)
+        assert http.get("/").status_code == 200
+        assert cosine(embed(http, "crashy", ["a sentence to embed"])[0], vector) > 0.9999
+        (replacement,) = model_processes() - before
+        assert replacement != pid
+    finally:
+        assert http.delete("/_inference/crashy").status_code == 200
+    assert model_processes() == before
