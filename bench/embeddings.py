@@ -8,7 +8,7 @@ raw then runs that many runtimes side by side). Raw first reads texts/s at batch
 `--rounds` short pairs, the order alternating, and each pair gives a ratio served/raw. Prints the
 median pair's ratio and the pairs' range, single-request latency p50/p99 (one request at a
 time), the CPU the server's event loop spends per request (HTTP, security, JSON, batching:
-everything but the model) and the server's peak RSS. Usage:
+everything but the model) and the peak RSS of the server and its model processes. Usage:
 
     .venv/bin/python bench/embeddings.py [--seconds 60] [--rounds 10] [--curve-seconds 30]
         [--threads 2] [--allocations 1] [--repository DIR] [--models E5 MiniLM SPLADE]
@@ -161,10 +161,21 @@ def main_thread_cpu_s(pid: int) -> float:
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The server's peak RSS plus its model processes' (each one's own peak: an upper bound of the sum's)."""
+    total = 0.0
+    for process in [pid, *child_pids(pid)]:
+        for line in Path(f"/proc/{process}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes `pid` started (the allocations' model processes), from every one of its threads."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children.extend(int(child) for child in (task / "children").read_text().split())
+    return children
 
 
 async def served_with_httpx(url: str, inference_id: str, task: str, seconds: float) -> tuple[float, int]:
@@ -413,7 +424,7 @@ def main() -> None:
         )
         print(
             "| model | raw texts/s (best batch) | served texts/s | served/raw (median pair) | pairs' range "
-            "| p50 ms | p99 ms | event-loop CPU ms/request | server peak RSS MB |"
+            "| p50 ms | p99 ms | event-loop CPU ms/request | peak RSS MB, server + model processes |"
         )
         print("|---|---|---|---|---|---|---|---|---|")
         for label, raw_rate, batch, rate, ratio, spread, p50, p99, loop_ms, rss in rows:
