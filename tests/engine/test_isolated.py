@@ -133,6 +133,13 @@ def test_a_failed_call_keeps_its_error_and_the_child_serves_on(tmp_path: Path) -
         runtime.close()
 
 
+def test_an_answer_that_cannot_be_pickled_fails_its_call_and_the_child_serves_on(isolated: ProcessRuntime) -> None:
+    pid = child_pid(isolated)
+    with pytest.raises(TypeError, match="cannot pickle"):  # the runtime itself holds an onnxruntime session
+        isolated._call("__reduce_ex__", (2,))()
+    assert isolated.sparse(["hello"]) and child_pid(isolated) == pid
+
+
 def test_a_child_that_dies_fails_the_calls_in_flight_and_the_next_call_starts_a_new_one(
     isolated: ProcessRuntime,
 ) -> None:

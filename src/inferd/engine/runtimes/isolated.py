@@ -71,6 +71,9 @@ class _Child:
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self.sock = ours  # kept to shut down: that wakes a thread blocked reading, which close does not
@@ -117,6 +120,9 @@ class _Child:
                         pending.done, pending.ok, pending.value = True, False, error
                     self.waiting.clear()
                     return
+                except Exception as exc:  # an answer read whole that does not unpickle here fails its call only
+                    reason = f"model [{self.model_id}] gave an answer the server cannot read: {exc}"
+                    ok, value = False, EngineError(reason)
                 first = self.waiting.popleft()
                 first.done, first.ok = True, ok
                 first.value = value if ok or isinstance(value, BaseException) else _rebuild(*value)
