@@ -8,7 +8,6 @@ covered by the `models`-marked suites.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +20,7 @@ from inferd.engine.catalog import ELSER_V2, platform_default
 from inferd.engine.engine import Engine
 from tests.conftest import assert_es_error
 from tests.support.fake_models import Recorder, fake_engine, vector
+from tests.support.processes import wait_for
 from tests.support.servers import RunningServer, ThreadedServer
 
 E5 = ".multilingual-e5-small"
@@ -64,13 +64,6 @@ roomy = pytest.mark.parametrize("node", [64], indirect=True)
 def client(node: Node) -> Iterator[httpx.Client]:
     with node.running.http() as http:
         yield http
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_put_deploys_and_delete_stops(node: Node, client: httpx.Client) -> None:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from inferd.engine.catalog import ModelSpec, Runtime
 from inferd.engine.runtimes import load_runtime
 from inferd.engine.runtimes.isolated import ProcessRuntime, load_isolated
 from tests.support.onnx_graphs import pooled_weights, pooled_weights_named_token_logits, word_tokenizer
+from tests.support.processes import gone, wait_for
 
 TEXTS = ["hello world", "world", "hello hello world", "", "world world hello"]
 
@@ -58,14 +58,6 @@ def isolated(folder: Path) -> Iterator[ProcessRuntime]:
 def child_pid(runtime: ProcessRuntime) -> int:
     assert runtime._child is not None
     return runtime._child.process.pid
-
-
-def gone(pid: int) -> bool:
-    """No such process, or a zombie no one has reaped yet."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_a_child_answers_as_the_runtime_in_the_servers_process_would(folder: Path, isolated: ProcessRuntime) -> None:
@@ -180,10 +172,7 @@ time.sleep(60)
             assert not gone(pid)
         finally:
             server.kill()
-    deadline = time.monotonic() + 10
-    while not gone(pid):
-        assert time.monotonic() < deadline, "the model process outlived the server"
-        time.sleep(0.05)
+    wait_for(lambda: gone(pid))  # the model process does not outlive the server
 
 
 def test_generative_models_stay_in_the_servers_process(tmp_path: Path) -> None:

