@@ -217,8 +217,11 @@ class Deployment:
             if self.stopped:
                 target = 0
             while len(self.allocations) > target:
-                allocation = self.allocations.pop()
-                await allocation.stop()
+                # Counted until its model is closed: a count of zero means the model is unloaded.
+                try:
+                    await self.allocations[-1].stop()
+                finally:
+                    self.allocations.pop()
                 self.budget.give(self.plan.num_threads)
             if not target and len(self.queue) and not self.stopped:
                 target = 1  # a request was queued while the last allocation stopped: it must not wait forever
