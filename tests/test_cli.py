@@ -200,3 +200,41 @@ def test_security_is_on_by_default(tmp_path: Path) -> None:
     with serve(env, tmp_path, f"http://127.0.0.1:{port}"):
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 401
         assert httpx.get(f"http://127.0.0.1:{port}/", auth=("elastic", "pw-from-env-1"), timeout=5).status_code == 200
+
+
+TUNING_PROBE = """
+import asyncio, gc, sys
+from pathlib import Path
+from inferd.app import build_app, uvicorn_config
+from inferd.cli import _GracefulServer
+from inferd.settings import ServerSettings
+
+async def main():
+    before = (sys.getswitchinterval(), gc.get_freeze_count())
+    settings = ServerSettings(data_dir=Path(sys.argv[1]), port=int(sys.argv[2]), security=False)
+    server = _GracefulServer(uvicorn_config(build_app(settings), settings))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    print(*before, sys.getswitchinterval(), gc.get_freeze_count())
+    server.should_exit = True
+    await task
+
+asyncio.run(main())
+"""
+
+
+def test_serve_shortens_the_gil_switch_interval_and_freezes_start_up_objects(tmp_path: Path) -> None:
+    # In a process of its own: both settings are process-wide.
+    done = subprocess.run(
+        [sys.executable, "-c", TUNING_PROBE, str(tmp_path / "d"), str(free_port())],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    interval_before, frozen_before, interval, frozen = done.stdout.split()
+    assert float(interval_before) == 0.005 and int(frozen_before) == 0  # Python's defaults
+    assert float(interval) == 0.001
+    assert int(frozen) > 10_000  # the imports, settings, store and app built to start
