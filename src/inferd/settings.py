@@ -101,7 +101,7 @@ class ServerSettings(BaseSettings):
         Field(
             description="Run each allocation of a local embedding, sparse or rerank model in a process of its own, "
             "as Elasticsearch runs its models outside its JVM: the model's Python work never waits for the "
-            "server's, and a model process that crashes is started again on the next request."
+            "server's, and a model process that crashes is started again, its batches sent once more."
         ),
     ] = True
     max_batch_tokens: Annotated[

@@ -7,10 +7,12 @@ serves the built-in models the same way (`model_processes` is on by default).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,18 +134,70 @@ def test_an_answer_that_cannot_be_pickled_fails_its_call_and_the_child_serves_on
     assert isolated.sparse(["hello"]) and child_pid(isolated) == pid
 
 
-def test_a_child_that_dies_fails_the_calls_in_flight_and_the_next_call_starts_a_new_one(
-    isolated: ProcessRuntime,
+def test_a_call_in_flight_when_its_child_dies_is_sent_once_more_to_a_new_one(isolated: ProcessRuntime) -> None:
+    expected = isolated.sparse(TEXTS)
+    pid = child_pid(isolated)
+    os.kill(pid, signal.SIGSTOP)  # the calls below are sent but cannot be answered
+    first, second = isolated.sparse_in_steps(TEXTS), isolated.sparse_in_steps(TEXTS[:2])
+    os.kill(pid, signal.SIGKILL)
+    assert first() == expected
+    assert second() == expected[:2]
+    assert child_pid(isolated) != pid
+    assert gone(pid)
+
+
+def test_a_call_whose_child_dies_fails_with_the_reason_a_new_child_cannot_start(
+    folder: Path, isolated: ProcessRuntime
 ) -> None:
     expected = isolated.sparse(TEXTS)
     pid = child_pid(isolated)
-    os.kill(pid, signal.SIGSTOP)  # the call below is sent but cannot be answered
+    os.kill(pid, signal.SIGSTOP)
     step = isolated.sparse_in_steps(TEXTS)
+    (folder / "model.onnx").rename(folder / "moved.onnx")
     os.kill(pid, signal.SIGKILL)
-    with pytest.raises(EngineError, match=r"process running model \[my-model\] stopped \(exit code -9"):
+    with pytest.raises(EngineError, match=r"model \[my-model\] cannot be loaded: the file .* is missing"):
         step()
-    assert isolated.sparse(TEXTS) == expected
-    assert child_pid(isolated) != pid
+    (folder / "moved.onnx").rename(folder / "model.onnx")
+    assert isolated.sparse(TEXTS) == expected  # the next call starts a child again
+
+
+def test_a_call_is_sent_at_most_twice(folder: Path, isolated: ProcessRuntime) -> None:
+    """A call that kills its child kills the next one too: it fails rather than crash children forever."""
+    pid = child_pid(isolated)
+    os.kill(pid, signal.SIGSTOP)
+    step = isolated.sparse_in_steps(TEXTS)
+    # The second child's model file is a FIFO: its load blocks until the test kills that child too.
+    (folder / "model.onnx").rename(folder / "moved.onnx")
+    os.mkfifo(folder / "model.onnx")
+    os.kill(pid, signal.SIGKILL)
+    killed: list[int] = []
+    killer = threading.Thread(target=lambda: killed.append(kill_the_next_child(pid)))
+    killer.start()
+    try:
+        with pytest.raises(EngineError, match=r"process running model \[my-model\] stopped \(exit code -9"):
+            step()
+    finally:
+        killer.join()
+        (folder / "model.onnx").unlink()
+        (folder / "moved.onnx").rename(folder / "model.onnx")
+    assert killed and gone(killed[0])  # the call was sent a second time, to the child the test killed
+    assert isolated.sparse(TEXTS)
+
+
+def kill_the_next_child(previous: int) -> int:
+    def new_child() -> int | None:
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            for child in map(int, (task / "children").read_text().split()):
+                with contextlib.suppress(OSError):  # one that has just gone
+                    if child != previous and b"runtimes.isolated" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        return child
+        return None
+
+    wait_for(lambda: new_child() is not None)
+    child = new_child()
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+    return child
 
 
 def test_close_stops_the_child_and_later_calls_are_errors(isolated: ProcessRuntime) -> None:

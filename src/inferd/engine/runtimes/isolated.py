@@ -9,15 +9,18 @@ receives results and waits with the GIL released (docs/performance.md measures t
 The child is `python -m inferd.engine.runtimes.isolated <fd>`, talking over a socket pair with
 `multiprocessing.connection` framing (pickles; both ends are this package). Calls are answered in
 the order they were sent, so a caller may send the next batch before it collects the previous
-result: the child then never waits for the server between batches. A child that dies answers the
-calls in flight with an error, and the next call starts a new one. Generative models stay in the
-server's process: they stream tokens through a callback.
+result: the child then never waits for the server between batches. A child that dies (the OOM
+killer, a fault in native code) takes the calls in flight with it; each is sent once more, to a new
+child, as encoder calls are pure functions of their arguments, and fails only if that one dies too
+or cannot start. Generative models stay in the server's process: they stream tokens through a
+callback.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -39,7 +42,13 @@ from inferd.engine.catalog import ModelSpec, Runtime
 from inferd.engine.runtimes import load_runtime
 from inferd.engine.runtimes.base import ModelRuntime, SparseVector
 
+log = logging.getLogger(__name__)
+
 CLOSE_TIMEOUT_S = 10.0
+
+
+class ChildGone(EngineError):
+    """The process running a model stopped with the call in flight: no error the model raised."""
 
 
 def load_isolated(spec: ModelSpec, folder: Path, num_threads: int) -> ModelRuntime:
@@ -127,12 +136,12 @@ class _Child:
                 first.done, first.ok = True, ok
                 first.value = value if ok or isinstance(value, BaseException) else _rebuild(*value)
 
-    def gone(self, cause: BaseException) -> EngineError:
+    def gone(self, cause: BaseException) -> ChildGone:
         try:
             code = self.process.wait(1.0)
         except subprocess.TimeoutExpired:
             code = None
-        return EngineError(
+        return ChildGone(
             f"the process running model [{self.model_id}] stopped (exit code {code}, {type(cause).__name__}); "
             "the next request starts it again"
         )
@@ -168,6 +177,26 @@ class ProcessRuntime:
         self.dims: int | None = self._child.info["dims"]
 
     def _call(self, method: str, args: tuple[Any, ...]) -> Callable[[], Any]:
+        """Send a call; returns the step that waits for its answer, sending it once more if the child dies."""
+        try:
+            wait = self._send(method, args)
+        except ChildGone as exc:
+            self._retrying(method, exc)
+            return self._send(method, args)
+
+        def answer() -> Any:
+            try:
+                return wait()
+            except ChildGone as exc:
+                self._retrying(method, exc)
+                return self._send(method, args)()
+
+        return answer
+
+    def _retrying(self, method: str, cause: ChildGone) -> None:
+        log.warning("%s; sending its [%s] call once more, to a new process", cause.reason, method)
+
+    def _send(self, method: str, args: tuple[Any, ...]) -> Callable[[], Any]:
         with self._send_lock:
             child = self._child
             if child is None:
