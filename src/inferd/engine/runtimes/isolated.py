@@ -142,8 +142,8 @@ class _Child:
         except subprocess.TimeoutExpired:
             code = None
         return ChildGone(
-            f"the process running model [{self.model_id}] stopped (exit code {code}, {type(cause).__name__}); "
-            "the next request starts it again"
+            f"the process running model [{self.model_id}] stopped (exit code {code}, {type(cause).__name__}) "
+            "with this call in flight"
         )
 
     def stop(self, *, kill: bool = False) -> None:
@@ -194,7 +194,7 @@ class ProcessRuntime:
         return answer
 
     def _retrying(self, method: str, cause: ChildGone) -> None:
-        log.warning("%s; sending its [%s] call once more, to a new process", cause.reason, method)
+        log.warning("%s; sending the [%s] call once more, to a new process", cause.reason, method)
 
     def _send(self, method: str, args: tuple[Any, ...]) -> Callable[[], Any]:
         with self._send_lock:
